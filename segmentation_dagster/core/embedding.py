@@ -1,0 +1,107 @@
+"""Model-based embeddings: each customer's evidence against the pooled model.
+
+One pass over the edges with ``np.bincount``; no Python loop per customer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import PreferenceGraph, require_edges_per_customer
+from .pooled import PooledModel, bernoulli_entropy, edge_log_likelihood
+
+NORMALISATIONS = ("degree", "entropy")
+
+
+def embed(
+    graph: PreferenceGraph, pooled: PooledModel, normalisation: str = "entropy"
+) -> np.ndarray:
+    """The 1-D embedding v_i of every customer under a fitted pooled model.
+
+    - ``degree`` (Algorithm 2): v_i = -(1/d_i) sum_j log f(x_ij);
+    - ``entropy`` (Algorithm 3, eq. 1): v_i = -sum_j log f(x_ij) / sum_j H(p_j).
+
+    Under a homogeneous population every v_i concentrates near 1 with entropy
+    normalisation; customers of segment k concentrate at H(alpha_k, alpha_pool) / H(alpha_pool).
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    require_edges_per_customer(graph)
+    rows, cols, labels = graph.edges()
+    p = pooled.predict_proba(cols)
+    nll = np.bincount(rows, weights=-edge_log_likelihood(p, labels), minlength=graph.n_customers)
+    if normalisation == "degree":
+        return nll / graph.customer_degrees()
+    entropy = np.bincount(rows, weights=bernoulli_entropy(p), minlength=graph.n_customers)
+    return nll / entropy
+
+
+def embed_by_category(
+    graph: PreferenceGraph, pooled: PooledModel, normalisation: str = "entropy"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 4, step 3: one score per (customer, category), NaN where i has no item in b.
+
+    Returns (V, categories) with V of shape (m, B). ``pooled`` should be a per-category
+    model (or any model: its item probabilities are used category by category).
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    if graph.item_categories is None:
+        raise ValueError("embed_by_category needs a graph built with item_categories")
+    require_edges_per_customer(graph)
+    categories, item_category = np.unique(graph.item_categories, return_inverse=True)
+    rows, cols, labels = graph.edges()
+    p = pooled.predict_proba(cols)
+    cells = rows * len(categories) + item_category[cols]
+    size = graph.n_customers * len(categories)
+    nll = np.bincount(cells, weights=-edge_log_likelihood(p, labels), minlength=size)
+    if normalisation == "degree":
+        denominator = np.bincount(cells, minlength=size).astype(float)
+    else:
+        denominator = np.bincount(cells, weights=bernoulli_entropy(p), minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(denominator > 0, nll / denominator, np.nan)
+    return scores.reshape(graph.n_customers, len(categories)), categories
+
+
+def complete_low_rank(
+    scores: np.ndarray,
+    rank: int = 2,
+    regularisation: float = 0.1,
+    n_iter: int = 50,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 4, step 5: V ~ U Y^T fitted on the observed entries only, by ALS.
+
+    Returns (U, Y): U is (m, rank), the customers' embeddings; Y is (B, rank).
+
+    Written by hand because scikit-learn has no masked low-rank factorisation (its NMF
+    and TruncatedSVD treat missing as 0, and NMF needs non-negative data). Every
+    least-squares step is batched over customers (or categories) with einsum and a
+    batched solve, so there is no Python loop per customer; B is small.
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2:
+        raise ValueError("scores must be a 2-D (customers x categories) array")
+    m, b = scores.shape
+    if not 1 <= rank <= b:
+        raise ValueError(f"rank must be between 1 and the number of categories {b}, got {rank}")
+    observed = np.isfinite(scores)
+    if not observed.any(axis=1).all():
+        raise ValueError("some customers have no observed category score")
+    filled = np.where(observed, scores, 0.0)
+    mask = observed.astype(float)
+    rng = np.random.default_rng(random_state)
+    y = rng.normal(scale=0.1, size=(b, rank)) + np.nanmean(scores, axis=0)[:, None] / rank
+    ridge = regularisation * np.eye(rank)
+    for _ in range(n_iter):
+        u = _ridge_rows(mask, filled, y, ridge)
+        y = _ridge_rows(mask.T, filled.T, u, ridge)
+    return u, y
+
+
+def _ridge_rows(mask: np.ndarray, values: np.ndarray, basis: np.ndarray, ridge) -> np.ndarray:
+    """For each row i: argmin_u sum_observed (v_ib - u . basis_b)^2 + lambda |u|^2."""
+    gram = np.einsum("ib,br,bs->irs", mask, basis, basis) + ridge
+    rhs = (mask * values) @ basis
+    return np.linalg.solve(gram, rhs[..., None])[..., 0]

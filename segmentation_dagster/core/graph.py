@@ -1,0 +1,171 @@
+"""The preference graph: customers x items, with a binary label on each observed edge.
+
+Labels are stored as +1 (like, purchase, click) and -1 (dislike, no purchase, no click)
+in the ``data`` array of a scipy CSR matrix, so an absent edge (0) is never confused
+with a label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+LIKE = 1
+DISLIKE = -1
+
+
+@dataclass(frozen=True)
+class PreferenceGraph:
+    """A sparse customer x item graph with +1/-1 edge labels and id maps.
+
+    Build it with :meth:`from_edges`; do not fill the fields by hand.
+
+    Attributes
+    ----------
+    matrix : scipy.sparse.csr_matrix, shape (m, n), int8 data in {-1, +1}
+    customer_ids, item_ids : arrays of the original ids, row and column order
+    item_categories : optional array of length n with each item's category
+    """
+
+    matrix: sp.csr_matrix
+    customer_ids: np.ndarray
+    item_ids: np.ndarray
+    item_categories: np.ndarray | None = None
+
+    @classmethod
+    def from_edges(
+        cls,
+        edges: pd.DataFrame,
+        customer_col: str = "customer_id",
+        item_col: str = "item_id",
+        label_col: str = "label",
+        item_categories: pd.Series | None = None,
+        item_ids: np.ndarray | None = None,
+        customer_ids: np.ndarray | None = None,
+    ) -> PreferenceGraph:
+        """Build the graph from a long table of (customer, item, label) rows.
+
+        Labels must be +1 or -1 (see :mod:`segmentation_dagster.core.labels` for the
+        transforms from ratings, purchases and clicks).
+
+        Duplicate (customer, item) pairs: the LAST row in table order wins, so sort the
+        table by time first to keep the latest observation.
+
+        ``item_ids`` / ``customer_ids`` fix the row and column order (for instance the
+        item universe of a stored pooled model); rows with ids outside them are dropped.
+        ``item_categories`` is a Series indexed by item id.
+        """
+        for col in (customer_col, item_col, label_col):
+            if col not in edges.columns:
+                raise ValueError(
+                    f"edge table has no column {col!r}; columns are {list(edges.columns)}"
+                )
+        if len(edges) == 0:
+            raise ValueError("the edge table is empty: a preference graph needs edges")
+        for col in (customer_col, item_col):
+            if edges[col].isna().any():
+                raise ValueError(f"column {col!r} has {int(edges[col].isna().sum())} null ids")
+        labels = pd.to_numeric(edges[label_col], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isin(labels, (LIKE, DISLIKE))
+        if bad.any():
+            examples = pd.unique(edges[label_col].to_numpy()[bad])[:5]
+            raise ValueError(
+                f"column {label_col!r} must hold only +1 or -1; found {int(bad.sum())} other "
+                f"values, e.g. {list(examples)}"
+            )
+        table = pd.DataFrame(
+            {"c": edges[customer_col].to_numpy(), "i": edges[item_col].to_numpy(), "y": labels}
+        ).drop_duplicates(subset=["c", "i"], keep="last")
+
+        customers = _index(table["c"], customer_ids, "customer_ids")
+        items = _index(table["i"], item_ids, "item_ids")
+        rows = customers.get_indexer(table["c"])
+        cols = items.get_indexer(table["i"])
+        keep = (rows >= 0) & (cols >= 0)
+        if not keep.any():
+            raise ValueError("no edge falls inside the given customer and item ids")
+        matrix = sp.csr_matrix(
+            (table["y"].to_numpy()[keep].astype(np.int8), (rows[keep], cols[keep])),
+            shape=(len(customers), len(items)),
+        )
+        matrix.sort_indices()
+        categories = None
+        if item_categories is not None:
+            categories = item_categories.reindex(items).to_numpy()
+            if pd.isna(categories).any():
+                missing = items[pd.isna(categories)][:5].tolist()
+                raise ValueError(f"items without a category, e.g. {missing}")
+        return cls(matrix, customers.to_numpy(), items.to_numpy(), categories)
+
+    @property
+    def n_customers(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def n_edges(self) -> int:
+        return self.matrix.nnz
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, labels) of every edge, in CSR order."""
+        rows = np.repeat(np.arange(self.n_customers), np.diff(self.matrix.indptr))
+        return rows, self.matrix.indices, self.matrix.data
+
+    def customer_degrees(self) -> np.ndarray:
+        return np.diff(self.matrix.indptr)
+
+    def item_degrees(self) -> np.ndarray:
+        return np.bincount(self.matrix.indices, minlength=self.n_items)
+
+    def customer_likes(self) -> np.ndarray:
+        """Number of +1 edges per customer."""
+        rows, _, labels = self.edges()
+        return np.bincount(rows, weights=labels == LIKE, minlength=self.n_customers)
+
+    def item_likes(self) -> np.ndarray:
+        _, cols, labels = self.edges()
+        return np.bincount(cols, weights=labels == LIKE, minlength=self.n_items)
+
+    def restrict_items(self, mask: np.ndarray) -> PreferenceGraph:
+        """The graph on the items where ``mask`` is true (all customers are kept)."""
+        matrix = self.matrix[:, np.flatnonzero(mask)].tocsr()
+        cats = None if self.item_categories is None else self.item_categories[mask]
+        return PreferenceGraph(matrix, self.customer_ids, self.item_ids[mask], cats)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The edges as a long table with the original ids."""
+        rows, cols, labels = self.edges()
+        return pd.DataFrame(
+            {
+                "customer_id": self.customer_ids[rows],
+                "item_id": self.item_ids[cols],
+                "label": labels.astype(np.int8),
+            }
+        )
+
+
+def _index(values: pd.Series, given: np.ndarray | None, name: str) -> pd.Index:
+    if given is None:
+        return pd.Index(pd.unique(values.to_numpy())).sort_values()
+    index = pd.Index(given)
+    if index.has_duplicates:
+        dup = index[index.duplicated()][:5].tolist()
+        raise ValueError(f"{name} has duplicate ids, e.g. {dup}")
+    return index
+
+
+def require_edges_per_customer(graph: PreferenceGraph) -> None:
+    """Raise if some customer has no edge: such a customer has no embedding."""
+    empty = graph.customer_degrees() == 0
+    if empty.any():
+        ids = graph.customer_ids[empty][:5].tolist()
+        raise ValueError(
+            f"{int(empty.sum())} customers have no edges (e.g. {ids}); "
+            "drop them or collect observations before embedding"
+        )
