@@ -72,8 +72,7 @@ class SegmentClusterer:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.method != "meanshift":
             check_n_segments(self.n_segments, x)
-        with threadpool_limits(1):
-            labels = self._cluster(x)
+        labels = self._cluster(x)
         centres = np.array([x[labels == k].mean(axis=0) for k in np.unique(labels)])
         order = np.argsort(centres[:, 0], kind="stable")
         rank = np.empty_like(order)
@@ -84,15 +83,24 @@ class SegmentClusterer:
         return self
 
     def _cluster(self, x: np.ndarray) -> np.ndarray:
-        if self.method == "kmeans":
-            model = KMeans(self.n_segments, n_init=10, random_state=self.random_state)
+        if self.method == "kmeans" and x.shape[1] == 1:
+            # In 1-D, k-means depends only on the distinct values and their counts, and
+            # embeddings repeat a lot (with one pooled alpha, v_i is a function of the
+            # customer's like and dislike counts): cluster the distinct values, weighted.
+            # The optimum is then found exactly (kmeans_1d_exact), not by Lloyd restarts.
+            values, inverse, counts = np.unique(x[:, 0], return_inverse=True, return_counts=True)
+            return kmeans_1d_exact(values, counts, self.n_segments)[inverse.reshape(-1)]
+        # one thread: these fits are small and often run side by side (see libraries.md)
+        with threadpool_limits(1):
+            if self.method == "kmeans":
+                model = KMeans(self.n_segments, n_init=10, random_state=self.random_state)
+                return model.fit_predict(x)
+            if self.method == "meanshift":
+                return MeanShift(bin_seeding=True).fit_predict(x)
+            model = SpectralClustering(
+                self.n_segments, affinity="nearest_neighbors", random_state=self.random_state
+            )
             return model.fit_predict(x)
-        if self.method == "meanshift":
-            return MeanShift(bin_seeding=True).fit_predict(x)
-        model = SpectralClustering(
-            self.n_segments, affinity="nearest_neighbors", random_state=self.random_state
-        )
-        return model.fit_predict(x)
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         """The nearest centre for new embeddings (no refit)."""
@@ -103,8 +111,88 @@ class SegmentClusterer:
         return distances.argmin(axis=1)
 
 
+def kmeans_1d_exact(values: np.ndarray, weights: np.ndarray, n_segments: int) -> np.ndarray:
+    """The globally optimal weighted k-means of sorted distinct 1-D ``values``.
+
+    Optimal 1-D clusters are contiguous runs of the sorted values, so a dynamic programme
+    over split points finds the exact optimum (Wang and Song's Ckmeans.1d.dp), where
+    Lloyd's algorithm only finds a local one. Written here in numpy rather than adding
+    the ``ckwrap`` dependency: each of the K layers of the programme uses the monotone
+    split points of the k-means cost (divide and conquer), and every level of that
+    recursion is evaluated for all positions at once, so the cost is O(K u log u) numpy
+    work for u values, with no Python loop over values. Returns the cluster of every
+    value, 0..K-1 in increasing order of the values.
+    """
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    u = len(v)
+    if not 1 <= n_segments <= u:
+        raise ValueError(f"K={n_segments} must be between 1 and the {u} distinct values")
+    if np.any(np.diff(v) <= 0):
+        raise ValueError("values must be sorted and distinct")
+    if np.any(w <= 0):
+        raise ValueError("weights must be positive")
+    v = v - np.average(v, weights=w)  # centring keeps the prefix sums well conditioned
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    cs = np.concatenate([[0.0], np.cumsum(w * v)])
+    cq = np.concatenate([[0.0], np.cumsum(w * v * v)])
+
+    def cost(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Within-cluster sum of squares of values i..j (inclusive)."""
+        sw = cw[j + 1] - cw[i]
+        ss = cs[j + 1] - cs[i]
+        return np.maximum(cq[j + 1] - cq[i] - ss * ss / sw, 0.0)
+
+    positions = np.arange(u)
+    best = cost(np.zeros(u, dtype=int), positions)  # best[j]: values 0..j in one cluster
+    starts = np.zeros((n_segments, u), dtype=int)
+    for k in range(1, n_segments):
+        # the k-th cluster (0-based) runs i..j, after k clusters on values 0..i-1, i >= k
+        previous = np.concatenate([[np.inf], best[:-1]])
+        new_best = np.full(u, np.inf)
+        # pending ranges: positions j in [jlo, jhi] whose best start lies in [ilo, ihi]
+        jlo, jhi = np.array([k]), np.array([u - 1])
+        ilo, ihi = np.array([k]), np.array([u - 1])
+        while len(jlo):
+            mid = (jlo + jhi) // 2
+            top = np.minimum(ihi, mid)
+            size = top - ilo + 1
+            owner = np.repeat(np.arange(len(mid)), size)
+            offset = np.arange(len(owner)) - np.repeat(np.cumsum(size) - size, size)
+            i = ilo[owner] + offset
+            j = mid[owner]
+            total = previous[i] + cost(i, j)
+            first = np.cumsum(size) - size
+            lowest = np.minimum.reduceat(total, first)
+            # leftmost start achieving the minimum, for each pending position
+            hit = np.flatnonzero(total <= lowest[owner])
+            hit_owner = owner[hit]  # non-decreasing, so first hits are where it changes
+            pick = np.flatnonzero(np.diff(hit_owner, prepend=-1))
+            chosen = i[hit[pick]]
+            new_best[mid] = lowest
+            starts[k, mid] = chosen
+            left = jlo <= mid - 1
+            right = mid + 1 <= jhi
+            jlo, jhi, ilo, ihi = (
+                np.concatenate([jlo[left], mid[right] + 1]),
+                np.concatenate([mid[left] - 1, jhi[right]]),
+                np.concatenate([ilo[left], chosen[right]]),
+                np.concatenate([chosen[left], ihi[right]]),
+            )
+        best = new_best
+    labels = np.empty(u, dtype=int)
+    end = u
+    for k in range(n_segments - 1, -1, -1):
+        start = starts[k, end - 1]
+        labels[start:end] = k
+        end = start
+    return labels
+
+
 def check_n_segments(n_segments: int | None, x: np.ndarray) -> None:
-    distinct = len(np.unique(x, axis=0))
+    x = np.asarray(x)
+    # 1-D np.unique is much faster than the row-wise axis=0 version
+    distinct = len(np.unique(x.reshape(-1) if x.ndim == 1 or x.shape[1] == 1 else x, axis=0))
     if n_segments is None or n_segments < 1:
         raise ValueError(f"n_segments must be a positive integer, got {n_segments}")
     if n_segments > distinct:
@@ -135,3 +223,27 @@ def select_k(
     sign = 1 if higher_is_better else -1
     best = max(scores, key=lambda k: (sign * scores[k], -k))
     return best, scores
+
+
+def select_k_one_standard_error(per_item_scores: dict[int, np.ndarray]) -> tuple[int, dict]:
+    """The smallest K whose mean validation score is within one standard error of the
+    best K's (the 'one-standard-error rule' of Breiman et al., as in cross-validation).
+
+    ``per_item_scores[k]`` holds one score per validation item (e.g. the log-likelihood
+    of each validation edge), higher is better, aligned across K. A finer segmentation
+    almost always scores a little higher on held-out edges; the rule keeps the extra
+    segments only when the gain is larger than the noise in the validation score.
+    The standard error is that of the paired difference with the best K.
+    """
+    if not per_item_scores:
+        raise ValueError("no candidate K to choose from")
+    ks = sorted(per_item_scores)
+    means = {k: float(np.mean(per_item_scores[k])) for k in ks}
+    best = max(ks, key=lambda k: (means[k], -k))
+    summary = {}
+    for k in ks:
+        diff = np.asarray(per_item_scores[best]) - np.asarray(per_item_scores[k])
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        summary[k] = {"mean": means[k], "gap_to_best": means[best] - means[k], "se": se}
+    chosen = next(k for k in ks if summary[k]["gap_to_best"] <= summary[k]["se"])
+    return chosen, summary

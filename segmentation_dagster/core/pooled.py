@@ -196,3 +196,18 @@ def make_pooled_model(name: str, **kwargs) -> PooledModel:
             f"unknown pooled model {name!r}; choose from {sorted(POOLED_MODELS) + ['features']}"
         )
     return POOLED_MODELS[name](**kwargs)
+
+
+class StoredPooledModel(PooledModel):
+    """A pooled model rebuilt from its stored item probabilities (no refit), so new
+    customers can be scored against the model the segments were built with."""
+
+    def __init__(self, item_proba: np.ndarray, alpha_pool: float):
+        self.item_proba_ = np.clip(np.asarray(item_proba, dtype=float), EPS, 1 - EPS)
+        self.alpha_pool_ = float(alpha_pool)
+
+    def fit(self, graph: PreferenceGraph) -> StoredPooledModel:
+        return self
+
+    def predict_proba(self, cols: np.ndarray) -> np.ndarray:
+        return self.item_proba_[cols]

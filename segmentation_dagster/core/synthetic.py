@@ -73,7 +73,7 @@ def make_segmented_graph(
 class SyntheticDataset:
     """Tables shaped like a real source, plus the planted truth.
 
-    interactions: customer_id, item_id, value (a 1-5 star rating), event, timestamp
+    interactions: customer_id, item_id, value (1 = like, 0 = dislike), event, timestamp
     items: item_id, category, price, quality (features)
     customers: customer_id, age, gender, region
     truth: customer_id, segment
@@ -99,8 +99,9 @@ def make_synthetic_dataset(
     where effect_j depends on the item's features, so per-item and feature models have
     signal. Degrees are Poisson-distributed (some customers are sparse). Demographics are
     loosely tied to the segment (age shifts by segment, gender does not), timestamps span
-    a year, and events are views, carts and purchases. The star rating is like/dislike
-    turned into 4-5 / 1-3 stars, so the paper's own-mean rule recovers most labels.
+    a year, and events are views, carts and purchases. The value is thumbs up (1) or
+    down (0): a star rating read through the paper's own-mean rule would erase exactly
+    the per-customer like-rate that separates the planted segments.
     """
     rng = np.random.default_rng(seed)
     alphas = paper_alphas(n_segments)
@@ -119,7 +120,6 @@ def make_synthetic_dataset(
     rows, cols = pairs["r"].to_numpy(), pairs["c"].to_numpy()
     logit = np.log(alphas / (1 - alphas))[segments[rows]] + item_effect[cols]
     likes = rng.random(len(rows)) < 1 / (1 + np.exp(-logit))
-    stars = np.where(likes, rng.choice([4, 5], size=len(rows)), rng.choice([1, 2, 3], len(rows)))
     events = np.where(likes & (rng.random(len(rows)) < 0.3), "purchase", "view")
     events = np.where((events == "view") & (rng.random(len(rows)) < 0.2), "cart", events)
     start = np.datetime64("2025-01-01T00:00:00")
@@ -129,7 +129,7 @@ def make_synthetic_dataset(
         {
             "customer_id": rows,
             "item_id": cols,
-            "value": stars.astype(float),
+            "value": likes.astype(float),
             "event": events,
             "timestamp": start + seconds,
         }

@@ -1,0 +1,145 @@
+"""What the asset modules share: graphs from DuckDB, figures as metadata, scoring."""
+
+import base64
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from segmentation_dagster import settings
+from segmentation_dagster.core.graph import LIKE, PreferenceGraph
+from segmentation_dagster.core.metrics import accuracy, adjusted_rand, auc, hungarian_accuracy
+from segmentation_dagster.resources import DuckDBStore
+
+
+class MethodSettings(dg.ConfigurableResource):
+    """Choices of the segmentation method, shared by the assets that use them."""
+
+    pooled: str = "global"
+    normalisation: str = "entropy"
+    k_min: int = 2
+    k_max: int = 6
+    seed: int = 0
+    test_percent: int = 20
+    validation_percent: int = 10
+    max_customers_for_pairwise: int = 20000
+
+
+@dataclass(frozen=True)
+class SplitGraphs:
+    """The train graph, and validation / test edges indexed like it."""
+
+    train: PreferenceGraph
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray]  # rows, cols, labels
+    test: tuple[np.ndarray, np.ndarray, np.ndarray]
+    dataset: str
+
+
+def load_split_graphs(store: DuckDBStore) -> SplitGraphs:
+    edges = store.query("SELECT customer_id, item_id, label, split FROM edge_split")
+    categories = store.query(
+        "SELECT DISTINCT e.item_id, coalesce(CAST(i.category AS VARCHAR), 'unknown') AS category "
+        "FROM edge_split e LEFT JOIN raw_items i USING (item_id)"
+    ).set_index("item_id")["category"]
+    dataset = store.query("SELECT dataset FROM source_info").iloc[0, 0]
+    customers = np.sort(edges["customer_id"].unique())
+    items = np.sort(edges["item_id"].unique())
+    train = PreferenceGraph.from_edges(
+        edges[edges["split"] == "train"],
+        item_categories=categories,
+        customer_ids=customers,
+        item_ids=items,
+    )
+    customer_index, item_index = pd.Index(customers), pd.Index(items)
+
+    def held_out(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        part = edges[edges["split"] == name]
+        return (
+            customer_index.get_indexer(part["customer_id"]),
+            item_index.get_indexer(part["item_id"]),
+            part["label"].to_numpy(),
+        )
+
+    return SplitGraphs(train, held_out("validation"), held_out("test"), dataset)
+
+
+def item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray:
+    """Numeric item columns (standardised, missing as the mean) and a one-hot category,
+    in the order of ``item_ids``."""
+    items = store.read_table("raw_items").drop_duplicates("item_id").set_index("item_id")
+    items = items.reindex(item_ids)
+    numeric = items.drop(columns=["category"], errors="ignore").select_dtypes("number")
+    numeric = numeric.astype(float)
+    numeric = (numeric - numeric.mean()) / numeric.std(ddof=0).replace(0, 1)
+    parts = [numeric.fillna(0.0)]
+    if "category" in items and items["category"].notna().any():
+        parts.append(pd.get_dummies(items["category"].astype("string"), dtype=float))
+    features = pd.concat(parts, axis=1).to_numpy(dtype=float)
+    if features.shape[1] == 0:
+        raise ValueError("raw_items has no numeric feature column and no category")
+    return features
+
+
+def figure_metadata(figure, name: str) -> tuple[dg.MetadataValue, Path]:
+    """Save a figure to the state folder; return it as inline markdown and its path."""
+    folder = settings.state_home() / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    path.write_bytes(buffer.getvalue())
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{encoded})"), path
+
+
+def score_rows(
+    dataset: str,
+    method: str,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    n_segments: int,
+    seconds: float,
+    task: str = "held_out_edges",
+    slice_name: str = "all",
+) -> list[dict]:
+    """Accuracy (like iff P >= 0.5) and AUC of predictions on held-out edges."""
+    truth = labels == LIKE
+    base = dict(dataset=dataset, task=task, slice=slice_name, method=method,
+                n_segments=n_segments, seconds=seconds)
+    return [
+        {**base, "metric": "accuracy", "value": accuracy(truth, probabilities >= 0.5)},
+        {**base, "metric": "auc", "value": auc(truth, probabilities)},
+    ]
+
+
+def recovery_rows(
+    dataset: str, method: str, truth: np.ndarray, labels: np.ndarray, n_segments: int,
+    seconds: float,
+) -> list[dict]:
+    """Recovery of planted segments (synthetic data): Hungarian-matched accuracy and ARI.
+
+    Matching, not the paper's sorting rule, because the chosen K may differ from the truth.
+    """
+    base = dict(dataset=dataset, task="recovery", slice="all", method=method,
+                n_segments=n_segments, seconds=seconds)
+    return [
+        {**base, "metric": "accuracy", "value": hungarian_accuracy(truth, labels)},
+        {**base, "metric": "ari", "value": adjusted_rand(truth, labels)},
+    ]
+
+
+class Stopwatch:
+    def __enter__(self) -> "Stopwatch":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def markdown_table(frame: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(max_rows).to_markdown(index=False))

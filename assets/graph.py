@@ -1,0 +1,69 @@
+"""The preference graph and its train / validation / test split, built in DuckDB SQL."""
+
+import dagster as dg
+
+from segmentation_dagster.resources import DuckDBStore
+
+from .common import MethodSettings, markdown_table
+
+
+@dg.asset(
+    deps=["raw_interactions"],
+    group_name="graph",
+    kinds={"sql", "duckdb"},
+)
+def preference_edges(duckdb: DuckDBStore) -> dg.MaterializeResult:
+    """The customer x item preference graph as labelled edges (dbt_like_sql/preference_edges.sql).
+
+    One edge per (customer, item), the latest observation winning; like (+1) / dislike (-1)
+    by the source's label rule.
+    """
+    rule = duckdb.query("SELECT label_rule FROM source_info").iloc[0, 0]
+    rows = duckdb.run_model("preference_edges", {"label_rule": rule})
+    stats = duckdb.query(
+        "SELECT count(DISTINCT customer_id) AS customers, count(DISTINCT item_id) AS items, "
+        "avg(CASE WHEN label = 1 THEN 1.0 ELSE 0.0 END) AS like_rate FROM preference_edges"
+    ).iloc[0]
+    density = rows / (stats["customers"] * stats["items"])
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "customers": int(stats["customers"]),
+            "items": int(stats["items"]),
+            "like_rate": float(stats["like_rate"]),
+            "density": float(density),
+            "label_rule": rule,
+        }
+    )
+
+
+@dg.asset(
+    deps=[preference_edges],
+    group_name="graph",
+    kinds={"sql", "duckdb"},
+)
+def edge_split(duckdb: DuckDBStore, method_settings: MethodSettings) -> dg.MaterializeResult:
+    """Seeded train / validation / test split of the edges (dbt_like_sql/edge_split.sql).
+
+    Every customer keeps at least one training edge.
+    """
+    rows = duckdb.run_model(
+        "edge_split",
+        {
+            "seed": method_settings.seed,
+            "test_percent": method_settings.test_percent,
+            "validation_percent": method_settings.validation_percent,
+        },
+    )
+    counts = duckdb.query(
+        "SELECT split, count(*) AS edges, count(DISTINCT customer_id) AS customers "
+        "FROM edge_split GROUP BY split ORDER BY split"
+    )
+    by_split = dict(zip(counts["split"], counts["edges"], strict=True))
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            **{f"{name}_edges": int(n) for name, n in by_split.items()},
+            "splits": markdown_table(counts),
+        }
+    )

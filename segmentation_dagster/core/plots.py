@@ -1,0 +1,50 @@
+"""Figures as matplotlib objects (the Agg backend: no screen needed)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .clustering import kde_modes  # noqa: E402
+
+
+def embedding_density(
+    embedding: np.ndarray, labels: np.ndarray | None = None, title: str = "Customer embeddings"
+) -> Figure:
+    """The KDE of a 1-D embedding, its modes, and the boundaries between segments
+    (the paper's Figure 1)."""
+    x = np.asarray(embedding, dtype=float).ravel()
+    modes, grid, density = kde_modes(x)
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    axis.plot(grid, density, color="black", lw=1.5, label="density")
+    axis.plot(modes, np.interp(modes, grid, density), "v", color="tab:red", label="modes")
+    if labels is not None:
+        segments = np.unique(labels)
+        for k in segments[:-1]:
+            boundary = (x[labels == k].max() + x[labels == k + 1].min()) / 2
+            axis.axvline(boundary, color="tab:blue", ls="--", lw=1)
+        for k in segments:
+            centre = x[labels == k].mean()
+            axis.annotate(f"seg {k}", (centre, 0), xytext=(0, 4), textcoords="offset points",
+                          ha="center", fontsize=8, color="tab:blue")
+    axis.set_xlabel("embedding (normalised negative log-likelihood)")
+    axis.set_ylabel("density")
+    axis.set_title(title)
+    axis.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def bar_chart(labels: list[str], values: list[float], title: str, ylabel: str) -> Figure:
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    axis.bar(labels, values, color="tab:blue")
+    axis.set_title(title)
+    axis.set_ylabel(ylabel)
+    axis.tick_params(axis="x", rotation=30)
+    figure.tight_layout()
+    return figure

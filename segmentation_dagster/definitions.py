@@ -1,0 +1,22 @@
+"""The code location: every asset, check, job, schedule, sensor and resource."""
+
+import dagster as dg
+
+from assets import classifiers, comparison, embedding, graph, ingest, methods, segments
+
+from .automation import daily_refresh, new_files_sensor, segmentation_job
+from .checks import input_checks, output_checks
+from .config import build_resources
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(
+        [ingest, graph, embedding, segments, methods, classifiers, comparison]
+    ),
+    asset_checks=[*input_checks, *output_checks],
+    jobs=[segmentation_job],
+    schedules=[daily_refresh],
+    sensors=[new_files_sensor],
+    resources=build_resources(),
+    # one process: DuckDB has one writer per file, and small steps run faster in-process
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,167 @@
+"""Dagster resources: the DuckDB store, the MLflow tracker and the data source."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from filelock import FileLock
+
+from . import settings
+from .sources import SourceTables, load_source
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
+
+
+class DuckDBStore(dg.ConfigurableResource):
+    """One DuckDB file in the state folder, opened only when an asset asks for it.
+
+    DuckDB allows one writing process per file. A file lock next to the database makes
+    writers from different processes (a schedule and a manual run, say) queue instead of
+    failing, and a lock error from a foreign process is retried with backoff.
+    """
+
+    path: str = ""
+    lock_timeout_seconds: float = 600.0
+    retries: int = 5
+
+    def database_path(self) -> Path:
+        return Path(self.path or settings.duckdb_path())
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = self.database_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=self.lock_timeout_seconds):
+            for attempt in range(self.retries + 1):
+                try:
+                    connection = duckdb.connect(str(path))
+                    break
+                except duckdb.IOException:
+                    if attempt == self.retries:
+                        raise
+                    time.sleep(0.5 * 2**attempt)
+            try:
+                yield connection
+            finally:
+                connection.close()
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> int:
+        """Create or replace ``name`` from a DataFrame, atomically."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.register("frame_to_write", frame)
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM frame_to_write')
+            con.unregister("frame_to_write")
+            con.execute("COMMIT")
+        return len(frame)
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(f'SELECT * FROM "{name}"').df()
+
+    def query(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(sql, parameters or {}).df()
+
+    def run_model(self, model: str, parameters: dict | None = None) -> int:
+        """Run ``dbt_like_sql/<model>.sql`` (a CREATE OR REPLACE of table <model>) and
+        return the row count of the table it builds."""
+        sql = (SQL_DIR / f"{model}.sql").read_text()
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(sql, parameters or {})
+            con.execute("COMMIT")
+            return con.execute(f'SELECT count(*) FROM "{model}"').fetchone()[0]
+
+
+class DataSource(dg.ConfigurableResource):
+    """Where the raw interactions, items and customers come from.
+
+    ``kind``: synthetic (default, offline, with ground truth), movielens-100k,
+    movielens-1m (read from ``movielens_dir`` or downloaded into the state folder), or
+    files (the user's CSV or Parquet files).
+    """
+
+    kind: str = "synthetic"
+    movielens_dir: str = ""
+    interactions_path: str = ""
+    items_path: str = ""
+    customers_path: str = ""
+    synthetic_customers: int = 1500
+    synthetic_items: int = 300
+    synthetic_segments: int = 3
+    label_rule: str = ""
+    seed: int = 0
+
+    def load(self) -> SourceTables:
+        return load_source(
+            kind=self.kind,
+            movielens_dir=self.movielens_dir or None,
+            cache_dir=settings.state_home() / "downloads",
+            interactions_path=self.interactions_path or None,
+            items_path=self.items_path or None,
+            customers_path=self.customers_path or None,
+            synthetic_size=(self.synthetic_customers, self.synthetic_items,
+                            self.synthetic_segments),
+            label_rule=self.label_rule or None,
+            seed=self.seed,
+        )
+
+
+class MLflowTracker(dg.ConfigurableResource):
+    """A small MLflow client of our own (dagster-mlflow is a legacy op-style resource).
+
+    Runs go to a local sqlite tracking store in the state folder; every run is tagged with
+    the Dagster run id and asset key so a number in MLflow leads back to its materialization.
+    """
+
+    tracking_uri: str = ""
+    artifact_root: str = ""
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def _client(self):
+        import mlflow
+
+        uri = self.tracking_uri or settings.mlflow_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        return mlflow
+
+    def experiment_id(self, name: str) -> str:
+        mlflow = self._client()
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        root = Path(self.artifact_root or settings.mlflow_artifact_root())
+        root.mkdir(parents=True, exist_ok=True)
+        return mlflow.create_experiment(name, artifact_location=(root / name).as_uri())
+
+    @contextlib.contextmanager
+    def run(
+        self,
+        experiment: str,
+        run_name: str,
+        context: dg.AssetExecutionContext | None = None,
+        tags: dict | None = None,
+    ):
+        """Start an MLflow run tagged with the Dagster run id and asset key."""
+        mlflow = self._client()
+        all_tags = dict(tags or {})
+        if context is not None:
+            all_tags["dagster.run_id"] = context.run.run_id
+            all_tags["dagster.asset_key"] = context.asset_key.to_user_string()
+        with mlflow.start_run(
+            experiment_id=self.experiment_id(experiment), run_name=run_name, tags=all_tags
+        ) as active:
+            yield active
+
+    def run_link(self, run) -> str:
+        return f"{self.ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+    def experiment_link(self, experiment: str) -> str:
+        return f"{self.ui_url}/#/experiments/{self.experiment_id(experiment)}"
