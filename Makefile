@@ -25,3 +25,17 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(SEGMENTATION_HOME)
+
+# Dagster keeps run history in DAGSTER_HOME; telemetry stays off unless the user opts in.
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m segmentation_dagster.run
+
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+mlflow: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SEGMENTATION_HOME)/mlflow.db --port 5000

@@ -64,6 +64,13 @@ def pooled_model(duckdb: DuckDBStore, method_settings: MethodSettings) -> dg.Mat
     )
 
 
+def silhouette(embedding: np.ndarray, labels: np.ndarray) -> float:
+    """Silhouette of a 1-D clustering; NaN where it is undefined (K >= distinct points)."""
+    if not 2 <= len(np.unique(labels)) < len(np.unique(embedding)):
+        return float("nan")
+    return float(silhouette_score(embedding[:, None], labels))
+
+
 def load_pooled(duckdb: DuckDBStore, item_ids: np.ndarray) -> StoredPooledModel:
     items = duckdb.read_table("pooled_model_items").set_index("item_id")["p_like"]
     alpha = duckdb.read_table("pooled_model_summary")["alpha_pool"].iloc[0]
@@ -134,9 +141,7 @@ def k_selection(
         results[k] = {
             "validation_log_likelihood": float(log_likelihood.mean()),
             "validation_accuracy": float(((p >= 0.5) == (labels == 1)).mean()),
-            "silhouette": float(
-                silhouette_score(embedding[sample, None], segmenter.labels_[sample])
-            ),
+            "silhouette": silhouette(embedding[sample], segmenter.labels_[sample]),
             "sizes": segmenter.segment_sizes_.tolist(),
         }
     chosen, summary = select_k_one_standard_error(per_customer)

@@ -15,7 +15,7 @@ from .resources import DuckDBStore
 class InputRules(dg.ConfigurableResource):
     """What the raw inputs must satisfy before anything is built on them."""
 
-    min_customers: int = 2
+    min_customers: int = 10
     min_items: int = 2
     min_value: float = 0.0
     max_value: float | None = None
