@@ -34,7 +34,7 @@ class LatentClassEM(HardSegmenter):
     Written by hand, not with StepMix: StepMix needs a dense customers x items table
     (see docs/libraries.md), while under this model each customer's likelihood depends
     only on their like and dislike counts, so EM runs on two counts per customer. All
-    restarts run at once as one (restarts, customers, K) array.
+    restarts run at once as one (restarts, distinct count pairs, K) array.
     """
 
     name = "latent_class"
@@ -59,9 +59,20 @@ class LatentClassEM(HardSegmenter):
 
     def fit(self, graph: PreferenceGraph) -> LatentClassEM:
         k = self.n_segments
-        check_n_segments(k, np.arange(graph.n_customers))
-        likes = graph.customer_likes()
+        check_n_segments(k, np.arange(graph.n_customers), "customers")
+        if self.n_restarts < 1:
+            raise ValueError(f"n_restarts must be >= 1, got {self.n_restarts}")
+        likes = graph.customer_likes().astype(np.int64)
         dislikes = graph.customer_degrees() - likes
+        # Customers with the same (likes, dislikes) counts have the same posterior, so EM
+        # runs on the distinct count pairs weighted by how many customers share them: the
+        # same MAP-EM, only cheaper (at most ~n^2/2 pairs, far fewer than customers).
+        pairs, inverse, count = np.unique(
+            np.stack([likes, dislikes], axis=1), axis=0, return_inverse=True, return_counts=True
+        )
+        inverse = inverse.reshape(-1)
+        pos, neg = pairs[:, 0].astype(float), pairs[:, 1].astype(float)
+        weight = count.astype(float)[None, :, None]
         a, b = self.alpha_prior
         c = self.weight_prior
         rng = np.random.default_rng(self.random_state)
@@ -70,37 +81,41 @@ class LatentClassEM(HardSegmenter):
         weights = rng.dirichlet(np.ones(k), size=r)[:, None, :]
         previous = np.full(r, -np.inf)
         iteration = 0
+        converged = False
         while iteration < self.max_iter:
             iteration += 1
             log_joint = (
                 np.log(weights)
-                + likes[None, :, None] * np.log(alpha)
-                + dislikes[None, :, None] * np.log1p(-alpha)
+                + pos[None, :, None] * np.log(alpha)
+                + neg[None, :, None] * np.log1p(-alpha)
             )
             log_norm = logsumexp(log_joint, axis=2, keepdims=True)
             gamma = np.exp(log_joint - log_norm)
             log_post = (
-                log_norm.sum(axis=(1, 2))
+                (weight * log_norm).sum(axis=(1, 2))
                 + ((a - 1) * np.log(alpha) + (b - 1) * np.log1p(-alpha)).sum(axis=(1, 2))
                 + ((c - 1) * np.log(weights)).sum(axis=(1, 2))
             )
             if np.all(np.abs(log_post - previous) <= self.tol * np.abs(log_post)):
+                converged = True
                 break
             previous = log_post
-            n_k = gamma.sum(axis=1, keepdims=True)
-            alpha = ((gamma * likes[None, :, None]).sum(axis=1, keepdims=True) + a - 1) / (
-                (gamma * (likes + dislikes)[None, :, None]).sum(axis=1, keepdims=True) + a + b - 2
+            wgamma = weight * gamma
+            n_k = wgamma.sum(axis=1, keepdims=True)
+            alpha = ((wgamma * pos[None, :, None]).sum(axis=1, keepdims=True) + a - 1) / (
+                (wgamma * (pos + neg)[None, :, None]).sum(axis=1, keepdims=True) + a + b - 2
             )
             alpha = np.clip(alpha, 1e-9, 1 - 1e-9)
             weights = (n_k + c - 1) / (graph.n_customers + k * (c - 1))
         best = int(np.argmax(log_post))
         order = np.argsort(alpha[best, 0])
         self.n_iter_ = iteration
+        self.converged_ = converged
         self.log_posterior_ = float(log_post[best])
         self.restart_log_posteriors_ = log_post
         self.alpha_ = alpha[best, 0, order]
         self.weights_ = weights[best, 0, order]
-        self.responsibilities_ = gamma[best][:, order]
+        self.responsibilities_ = gamma[best][:, order][inverse]
         self.labels_ = self.responsibilities_.argmax(axis=1)
         self.n_segments_ = k
         self.segment_alpha_ = self.alpha_
@@ -215,7 +230,7 @@ class KMedoidsCosine(HardSegmenter):
         self.random_state = random_state
 
     def fit(self, graph: PreferenceGraph) -> KMedoidsCosine:
-        check_n_segments(self.n_segments, np.arange(graph.n_customers))
+        check_n_segments(self.n_segments, np.arange(graph.n_customers), "customers")
         distance = 1.0 - cosine_similarity_matrix(graph)
         rng = np.random.default_rng(self.random_state)
         best_cost, best_labels = np.inf, None
@@ -264,7 +279,7 @@ class SpectralCosine(HardSegmenter):
         self.random_state = random_state
 
     def fit(self, graph: PreferenceGraph) -> SpectralCosine:
-        check_n_segments(self.n_segments, np.arange(graph.n_customers))
+        check_n_segments(self.n_segments, np.arange(graph.n_customers), "customers")
         affinity = np.clip(cosine_similarity_matrix(graph), 0.0, None)
         model = SpectralClustering(
             self.n_segments, affinity="precomputed", random_state=self.random_state

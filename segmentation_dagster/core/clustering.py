@@ -59,6 +59,8 @@ class SegmentClusterer:
     Segments are renumbered so that segment 0 has the smallest centre along the first
     embedding coordinate; a rerun with the same data and seed gives the same numbers.
     ``method`` is 'kmeans' (default), 'meanshift' (1-D; finds K itself) or 'spectral'.
+    On a 1-D embedding 'kmeans' is solved exactly (:func:`kmeans_1d_exact`) on the
+    distinct values, so it needs no restarts and ``random_state`` does not matter there.
     """
 
     def __init__(self, n_segments: int | None = 3, method: str = "kmeans", random_state: int = 0):
@@ -189,16 +191,19 @@ def kmeans_1d_exact(values: np.ndarray, weights: np.ndarray, n_segments: int) ->
     return labels
 
 
-def check_n_segments(n_segments: int | None, x: np.ndarray) -> None:
+def check_n_segments(
+    n_segments: int | None, x: np.ndarray, what: str = "customer embeddings"
+) -> None:
+    """Raise unless 1 <= K <= the number of distinct rows of ``x`` (the ``what``)."""
     x = np.asarray(x)
+    if n_segments is None or isinstance(n_segments, bool) or int(n_segments) != n_segments:
+        raise ValueError(f"n_segments must be a positive integer, got {n_segments!r}")
+    if n_segments < 1:
+        raise ValueError(f"n_segments must be a positive integer, got {n_segments}")
     # 1-D np.unique is much faster than the row-wise axis=0 version
     distinct = len(np.unique(x.reshape(-1) if x.ndim == 1 or x.shape[1] == 1 else x, axis=0))
-    if n_segments is None or n_segments < 1:
-        raise ValueError(f"n_segments must be a positive integer, got {n_segments}")
     if n_segments > distinct:
-        raise ValueError(
-            f"K={n_segments} is larger than the {distinct} distinct customer embeddings"
-        )
+        raise ValueError(f"K={n_segments} is larger than the {distinct} distinct {what}")
 
 
 def renumber_by(labels: np.ndarray, key: np.ndarray) -> np.ndarray:

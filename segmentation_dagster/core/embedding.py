@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import PreferenceGraph, require_edges_per_customer
+from .graph import LIKE, PreferenceGraph, require_edges_per_customer
 from .pooled import PooledModel, bernoulli_entropy, edge_log_likelihood
 
 NORMALISATIONS = ("degree", "entropy")
@@ -28,12 +28,31 @@ def embed(
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     require_edges_per_customer(graph)
     rows, cols, labels = graph.edges()
-    p = pooled.predict_proba(cols)
-    nll = np.bincount(rows, weights=-edge_log_likelihood(p, labels), minlength=graph.n_customers)
+    edge_nll, edge_entropy = _edge_terms(graph, pooled, cols, labels)
+    nll = np.bincount(rows, weights=edge_nll, minlength=graph.n_customers)
     if normalisation == "degree":
         return nll / graph.customer_degrees()
-    entropy = np.bincount(rows, weights=bernoulli_entropy(p), minlength=graph.n_customers)
+    entropy = np.bincount(rows, weights=edge_entropy, minlength=graph.n_customers)
     return nll / entropy
+
+
+def _edge_terms(
+    graph: PreferenceGraph, pooled: PooledModel, cols: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """-log f(x_ij) and H(p_j) on every edge.
+
+    A pooled model's prediction depends on the item only, so when there are fewer items
+    than edges the logarithms are taken once per item and gathered onto the edges;
+    otherwise (millions of rarely seen items) once per edge.
+    """
+    if graph.n_items <= len(cols):
+        p = pooled.predict_proba(np.arange(graph.n_items))
+        like_nll = -edge_log_likelihood(p, np.full(len(p), LIKE))
+        dislike_nll = -edge_log_likelihood(p, np.full(len(p), -LIKE))
+        edge_nll = np.where(labels == LIKE, like_nll[cols], dislike_nll[cols])
+        return edge_nll, bernoulli_entropy(p)[cols]
+    p = pooled.predict_proba(cols)
+    return -edge_log_likelihood(p, labels), bernoulli_entropy(p)
 
 
 def embed_by_category(
@@ -51,14 +70,14 @@ def embed_by_category(
     require_edges_per_customer(graph)
     categories, item_category = np.unique(graph.item_categories, return_inverse=True)
     rows, cols, labels = graph.edges()
-    p = pooled.predict_proba(cols)
+    edge_nll, edge_entropy = _edge_terms(graph, pooled, cols, labels)
     cells = rows * len(categories) + item_category[cols]
     size = graph.n_customers * len(categories)
-    nll = np.bincount(cells, weights=-edge_log_likelihood(p, labels), minlength=size)
+    nll = np.bincount(cells, weights=edge_nll, minlength=size)
     if normalisation == "degree":
         denominator = np.bincount(cells, minlength=size).astype(float)
     else:
-        denominator = np.bincount(cells, weights=bernoulli_entropy(p), minlength=size)
+        denominator = np.bincount(cells, weights=edge_entropy, minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = np.where(denominator > 0, nll / denominator, np.nan)
     return scores.reshape(graph.n_customers, len(categories)), categories

@@ -100,6 +100,76 @@ class PreferenceGraph:
                 raise ValueError(f"items without a category, e.g. {missing}")
         return cls(matrix, customers.to_numpy(), items.to_numpy(), categories)
 
+    @classmethod
+    def from_arrays(
+        cls,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        labels: np.ndarray,
+        customer_ids: np.ndarray | None = None,
+        item_ids: np.ndarray | None = None,
+        item_categories: np.ndarray | None = None,
+    ) -> PreferenceGraph:
+        """Build the graph from parallel arrays of edges, for large data.
+
+        ``rows`` and ``cols`` are integer positions (0-based) into ``customer_ids`` and
+        ``item_ids``; without them the ids are 0..max position. ``labels`` are +1/-1.
+        Duplicate (row, col) pairs follow the same rule as :meth:`from_edges`: the LAST
+        one in array order wins. Customers without edges are kept (see
+        :meth:`restrict_customers` to drop them). ``item_categories`` is an array in
+        item order.
+
+        Faster than :meth:`from_edges` on millions of edges: one sort of the (row, col)
+        keys both drops the duplicates and puts the edges in CSR order, so the matrix is
+        assembled directly, without pandas or a COO round trip.
+        """
+        rows = _positions(rows, "rows")
+        cols = _positions(cols, "cols")
+        labels = np.asarray(labels)
+        if not (len(rows) == len(cols) == len(labels)):
+            raise ValueError(
+                f"rows, cols and labels must have the same length; got {len(rows)}, "
+                f"{len(cols)} and {len(labels)}"
+            )
+        if len(rows) == 0:
+            raise ValueError("no edges: a preference graph needs edges")
+        bad = ~np.isin(labels, (LIKE, DISLIKE))
+        if bad.any():
+            raise ValueError(
+                f"labels must hold only +1 or -1; found {int(bad.sum())} other values, "
+                f"e.g. {list(pd.unique(labels[bad])[:5])}"
+            )
+        m = int(rows.max()) + 1 if customer_ids is None else len(customer_ids)
+        n = int(cols.max()) + 1 if item_ids is None else len(item_ids)
+        for name, positions, size in (("rows", rows, m), ("cols", cols, n)):
+            if positions.max() >= size:
+                raise ValueError(
+                    f"{name} has position {int(positions.max())}, outside the {size} given ids"
+                )
+        customers = _index(None, customer_ids, "customer_ids", default_size=m)
+        items = _index(None, item_ids, "item_ids", default_size=n)
+        key = rows * np.int64(n) + cols
+        # unique of the reversed keys keeps each pair's last occurrence (first when reversed)
+        unique_key, first_reversed = np.unique(key[::-1], return_index=True)
+        last = len(key) - 1 - first_reversed
+        sorted_rows = unique_key // n
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(sorted_rows, minlength=m))])
+        matrix = sp.csr_matrix(
+            (labels[last].astype(np.int8), (unique_key % n).astype(np.int32), indptr),
+            shape=(m, n),
+        )
+        categories = None
+        if item_categories is not None:
+            categories = np.asarray(item_categories)
+            if len(categories) != n:
+                raise ValueError(
+                    f"item_categories has {len(categories)} entries for {n} items"
+                )
+            if pd.isna(categories).any():
+                missing = items[pd.isna(categories)][:5].tolist()
+                raise ValueError(f"items without a category, e.g. {missing}")
+        return cls(matrix, customers.to_numpy(), items.to_numpy(), categories)
+
     @property
     def n_customers(self) -> int:
         return self.matrix.shape[0]
@@ -138,6 +208,14 @@ class PreferenceGraph:
         cats = None if self.item_categories is None else self.item_categories[mask]
         return PreferenceGraph(matrix, self.customer_ids, self.item_ids[mask], cats)
 
+    def restrict_customers(self, mask: np.ndarray) -> PreferenceGraph:
+        """The graph on the customers where ``mask`` is true (all items are kept)."""
+        mask = np.asarray(mask, dtype=bool)
+        if len(mask) != self.n_customers:
+            raise ValueError(f"mask has {len(mask)} entries for {self.n_customers} customers")
+        matrix = self.matrix[mask]
+        return PreferenceGraph(matrix, self.customer_ids[mask], self.item_ids, self.item_categories)
+
     def to_frame(self) -> pd.DataFrame:
         """The edges as a long table with the original ids."""
         rows, cols, labels = self.edges()
@@ -150,14 +228,38 @@ class PreferenceGraph:
         )
 
 
-def _index(values: pd.Series, given: np.ndarray | None, name: str) -> pd.Index:
+def _index(
+    values: pd.Series | None, given: np.ndarray | None, name: str, default_size: int = 0
+) -> pd.Index:
     if given is None:
+        if values is None:
+            return pd.RangeIndex(default_size)
         return pd.Index(pd.unique(values.to_numpy())).sort_values()
     index = pd.Index(given)
+    if index.hasnans:
+        raise ValueError(f"{name} has {int(index.isna().sum())} null ids")
     if index.has_duplicates:
         dup = index[index.duplicated()][:5].tolist()
         raise ValueError(f"{name} has duplicate ids, e.g. {dup}")
     return index
+
+
+def _positions(values: np.ndarray, name: str) -> np.ndarray:
+    """Validated integer positions (int64) from an array of edge endpoints."""
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array")
+    if values.dtype.kind == "f":
+        if np.isnan(values).any():
+            raise ValueError(f"{name} has {int(np.isnan(values).sum())} NaN positions")
+        if (values != np.round(values)).any():
+            raise ValueError(f"{name} must hold integer positions")
+    elif values.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer positions, got dtype {values.dtype}")
+    values = values.astype(np.int64)
+    if len(values) and values.min() < 0:
+        raise ValueError(f"{name} has negative positions")
+    return values
 
 
 def require_edges_per_customer(graph: PreferenceGraph) -> None:

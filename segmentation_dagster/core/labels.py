@@ -15,6 +15,14 @@ def ratings_to_likes(
 
     This is the paper's rule (Section 5): it removes each customer's rating scale.
     """
+    for col in (customer_col, value_col):
+        if col not in ratings.columns:
+            raise ValueError(f"ratings have no column {col!r}; columns are {list(ratings.columns)}")
+    if ratings[customer_col].isna().any():
+        # groupby would drop these rows and their mean would be NaN: every rating a dislike
+        raise ValueError(
+            f"column {customer_col!r} has {int(ratings[customer_col].isna().sum())} null ids"
+        )
     values = pd.to_numeric(ratings[value_col], errors="coerce")
     if values.isna().any():
         raise ValueError(

@@ -12,14 +12,13 @@ def sorted_label_accuracy(true: np.ndarray, predicted: np.ndarray) -> float:
 
     It penalises merged or swapped segments, unlike a best matching.
     """
-    true, predicted = np.asarray(true), np.asarray(predicted)
-    if true.shape != predicted.shape:
-        raise ValueError("true and predicted labels must have the same shape")
+    true, predicted = _check_pair(true, predicted)
     return float((true == predicted).mean())
 
 
 def hungarian_accuracy(true: np.ndarray, predicted: np.ndarray) -> float:
     """Accuracy under the best one-to-one matching of predicted to true segments."""
+    _check_pair(true, predicted)
     true_codes, t = np.unique(true, return_inverse=True)
     pred_codes, p = np.unique(predicted, return_inverse=True)
     confusion = np.zeros((len(true_codes), len(pred_codes)))
@@ -29,6 +28,7 @@ def hungarian_accuracy(true: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def adjusted_rand(true: np.ndarray, predicted: np.ndarray) -> float:
+    _check_pair(true, predicted)
     return float(adjusted_rand_score(true, predicted))
 
 
@@ -45,3 +45,15 @@ def auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     if len(np.unique(y_true)) < 2:
         return float("nan")
     return float(roc_auc_score(y_true, scores))
+
+
+def _check_pair(true: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true, predicted = np.asarray(true), np.asarray(predicted)
+    if true.shape != predicted.shape:
+        raise ValueError(
+            f"true and predicted labels must have the same shape; got {true.shape} "
+            f"and {predicted.shape}"
+        )
+    if len(true) == 0:
+        raise ValueError("no labels to compare")
+    return true, predicted
