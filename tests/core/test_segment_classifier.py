@@ -1,0 +1,112 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from segmentation_dagster.core.segment_classifier import (
+    SegmentClassifiers,
+    edge_features,
+    segment_auc_table,
+)
+
+
+def _opposite_tastes(n: int, seed: int):
+    """Two segments whose like-probability moves in OPPOSITE directions with feature 0,
+    plus a shared effect of feature 1: the pooled fit averages the first effect away."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    segments = rng.integers(0, 2, size=n)
+    slope = np.where(segments == 0, 2.5, -2.5)
+    logits = slope * x[:, 0] + 0.5 * x[:, 1]
+    y = np.where(rng.random(n) < 1 / (1 + np.exp(-logits)), 1, -1)
+    return x, y, segments
+
+
+def test_segment_models_beat_the_population_when_coefficients_differ():
+    x, y, seg = _opposite_tastes(4000, seed=0)
+    xt, yt, segt = _opposite_tastes(2000, seed=1)
+    model = SegmentClassifiers().fit(x, y, seg)
+    assert model.fallback_ == {}
+    assert set(model.models_) == {0, 1}
+    # the segment coefficients recover the planted opposite slopes
+    assert model.models_[0].coef_[0, 0] > 1.5 and model.models_[1].coef_[0, 0] < -1.5
+    table = segment_auc_table(yt, model.predict_proba(xt, segt), model.population_proba(xt), segt)
+    assert table["slice"].tolist() == ["all", "segment:0", "segment:1"]
+    assert table["n_test"].tolist() == [2000, int((segt == 0).sum()), int((segt == 1).sum())]
+    for _, row in table.iterrows():
+        assert row["auc_segment"] > 0.75
+        assert row["auc_segment"] > row["auc_population"] + 0.1
+        assert row["improvement_pct"] == pytest.approx(
+            100 * (row["auc_segment"] - row["auc_population"]) / row["auc_population"]
+        )
+
+
+def test_no_gain_when_segments_share_one_model():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 2))
+    seg = rng.integers(0, 3, size=3000)
+    y = np.where(rng.random(3000) < 1 / (1 + np.exp(-2 * x[:, 0])), 1, -1)
+    model = SegmentClassifiers().fit(x[:2000], y[:2000], seg[:2000])
+    table = segment_auc_table(
+        y[2000:], model.predict_proba(x[2000:], seg[2000:]), model.population_proba(x[2000:]),
+        seg[2000:],
+    )
+    assert (table["improvement_pct"].abs() < 3).all()
+
+
+def test_single_class_segment_falls_back_to_population():
+    x, y, seg = _opposite_tastes(1000, seed=2)
+    seg = seg.copy()
+    seg[:30] = 7
+    y = y.copy()
+    y[:30] = 1
+    model = SegmentClassifiers().fit(x, y, seg)
+    assert set(model.fallback_) == {7}
+    assert "like" in model.fallback_[7]
+    assert 7 not in model.models_
+    p = model.predict_proba(x[:30], seg[:30])
+    np.testing.assert_allclose(p, model.population_proba(x[:30]))
+    # a segment never seen at fit time also gets the population model
+    p_new = model.predict_proba(x[:5], np.full(5, 99))
+    np.testing.assert_allclose(p_new, model.population_proba(x[:5]))
+
+
+def test_tiny_segment_falls_back():
+    x, y, seg = _opposite_tastes(500, seed=4)
+    seg = seg.copy()
+    seg[0] = 5
+    model = SegmentClassifiers(min_edges=2).fit(x, y, seg)
+    assert model.fallback_ == {5: "only 1 training edges"}
+
+
+def test_auc_is_nan_on_a_single_class_slice():
+    table = segment_auc_table(
+        np.array([1, -1, 1, 1]), np.array([0.9, 0.1, 0.8, 0.7]), np.array([0.6, 0.4, 0.5, 0.5]),
+        np.array([0, 0, 1, 1]),
+    )
+    row = table.set_index("slice").loc["segment:1"]
+    assert np.isnan(row["auc_segment"]) and np.isnan(row["improvement_pct"])
+    assert table.set_index("slice").loc["all", "auc_segment"] == 1.0
+
+
+def test_edge_features_picks_item_rows_and_columns():
+    items = pd.DataFrame(
+        {"price": [1.0, 2.0, 3.0], "quality": [0.5, 0.1, 0.9], "name": list("abc")}
+    )
+    x = edge_features(items, np.array([2, 0, 2]), columns=["price", "quality"])
+    np.testing.assert_array_equal(x, [[3.0, 0.9], [1.0, 0.5], [3.0, 0.9]])
+    with pytest.raises(ValueError, match="name"):
+        edge_features(items, np.array([0]))
+    with pytest.raises(ValueError, match="range"):
+        edge_features(items[["price"]], np.array([3]))
+
+
+def test_input_validation():
+    x, y, seg = _opposite_tastes(200, seed=5)
+    with pytest.raises(ValueError, match="same class"):
+        SegmentClassifiers().fit(x, np.ones(200), seg)
+    with pytest.raises(ValueError, match="segments"):
+        SegmentClassifiers().fit(x, y, seg[:10])
+    with pytest.raises(ValueError, match="labels"):
+        SegmentClassifiers().fit(x, np.full(200, 3), seg)
+    with pytest.raises(ValueError, match="not fitted"):
+        SegmentClassifiers().predict_proba(x, seg)
