@@ -11,7 +11,7 @@ from .methods import COMPARISON_EXPERIMENT, METHODS
 
 
 @dg.asset(
-    deps=[f"method_{name}" for name in METHODS] + ["segment_classifiers"],
+    deps=[f"method_{name}" for name in METHODS] + ["segment_classifiers", "cold_start_evaluation"],
     group_name="comparison",
     kinds={"sql", "duckdb", "mlflow"},
 )

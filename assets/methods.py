@@ -20,6 +20,7 @@ from segmentation_dagster.core.baselines import (
     PopulationModel,
     SpectralCosine,
 )
+from segmentation_dagster.core.cold_start import age_group
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 
@@ -38,18 +39,13 @@ COMPARISON_EXPERIMENT = "model_comparison"
 SCORE_COLUMNS = ["dataset", "task", "slice", "method", "metric", "value", "n_segments", "seconds"]
 
 
-def age_band(age: pd.Series) -> pd.Series:
-    """The paper's MovieLens age groups."""
-    return pd.cut(age, [0, 24, 44, 64, np.inf], labels=["<=24", "25-44", "45-64", "65+"])
-
-
 def demographic_attributes(duckdb: DuckDBStore) -> pd.DataFrame | None:
     """Age band x gender when the source has them, else the categorical columns."""
     customers = duckdb.read_table("raw_customers").drop_duplicates("customer_id")
     customers = customers.set_index("customer_id")
     columns = {}
     if "age" in customers:
-        columns["age_band"] = age_band(pd.to_numeric(customers["age"], errors="coerce"))
+        columns["age_group"] = age_group(customers["age"])
     if "gender" in customers:
         columns["gender"] = customers["gender"]
     if not columns:

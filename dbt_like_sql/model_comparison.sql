@@ -11,5 +11,6 @@ FROM (
     UNION ALL BY NAME SELECT * FROM method_scores_kmedoids
     UNION ALL BY NAME SELECT * FROM method_scores_spectral
     UNION ALL BY NAME SELECT * FROM segment_classifier_scores
+    UNION ALL BY NAME SELECT * FROM cold_start_scores
 )
 ORDER BY task, slice, metric, method;

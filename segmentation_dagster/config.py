@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from assets.cold_start import ColdStartSettings
 from assets.common import MethodSettings
 
 from . import settings
@@ -32,6 +33,7 @@ def build_resources(home: str | None = None, **overrides) -> dict:
         ),
         "method_settings": MethodSettings(),
         "input_rules": InputRules(),
+        "cold_start_settings": ColdStartSettings(),
     }
     resources.update(overrides)
     return resources

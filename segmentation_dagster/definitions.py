@@ -2,7 +2,16 @@
 
 import dagster as dg
 
-from assets import classifiers, comparison, embedding, graph, ingest, methods, segments
+from assets import (
+    classifiers,
+    cold_start,
+    comparison,
+    embedding,
+    graph,
+    ingest,
+    methods,
+    segments,
+)
 
 from .automation import daily_refresh, new_files_sensor, segmentation_job
 from .checks import input_checks, output_checks
@@ -10,7 +19,7 @@ from .config import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
-        [ingest, graph, embedding, segments, methods, classifiers, comparison]
+        [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start]
     ),
     asset_checks=[*input_checks, *output_checks],
     jobs=[segmentation_job],

@@ -75,10 +75,19 @@ def _synthetic(n_customers: int, n_items: int, n_segments: int, seed: int) -> So
 
 
 def _movielens(kind: str, folder: str | None, cache_dir: Path | None) -> SourceTables:
-    from .core.movielens import resolve_movielens
+    from .core.movielens import detect_release, download_movielens, load_movielens
 
     name = kind.replace("movielens-", "ml-")
-    data = resolve_movielens(name, folder, cache_dir)
+    if folder:
+        release = detect_release(folder)
+        if release != name:
+            raise ValueError(
+                f"SEGMENTATION_MOVIELENS_DIR={folder} holds {release}, not {name} "
+                f"(SEGMENTATION_SOURCE={kind})"
+            )
+        data = load_movielens(folder)
+    else:
+        data = load_movielens(download_movielens(name, cache_dir))
     ratings = data.ratings
     interactions = pd.DataFrame(
         {

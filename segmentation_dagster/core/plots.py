@@ -25,8 +25,10 @@ def embedding_density(
     axis.plot(modes, np.interp(modes, grid, density), "v", color="tab:red", label="modes")
     if labels is not None:
         segments = np.unique(labels)
-        for k in segments[:-1]:
-            boundary = (x[labels == k].max() + x[labels == k + 1].min()) / 2
+        # segment numbers follow like-rates, which may run against the embedding axis
+        by_position = sorted(segments, key=lambda k: x[labels == k].mean())
+        for left, right in zip(by_position[:-1], by_position[1:], strict=True):
+            boundary = (x[labels == left].max() + x[labels == right].min()) / 2
             axis.axvline(boundary, color="tab:blue", ls="--", lw=1)
         for k in segments:
             centre = x[labels == k].mean()
