@@ -62,9 +62,12 @@ def cold_start_evaluation(
     dataset = duckdb.query("SELECT dataset FROM source_info").iloc[0, 0]
     empty = pd.DataFrame(columns=SCORE_COLUMNS)
     if not genres:
-        for table in ("cold_start_scores", "cold_start_segments", "cold_start_k_sweep"):
-            duckdb.write_table(table, empty if table == "cold_start_scores" else pd.DataFrame(
-                {"genre": pd.Series(dtype=str)}))
+        duckdb.write_table("cold_start_scores", empty)
+        no_genre = pd.DataFrame({"genre": pd.Series(dtype=str)})
+        for table in ("cold_start_segments", "cold_start_k_sweep"):
+            duckdb.write_table(table, no_genre)
+        duckdb.write_table("cold_start_embeddings", no_genre.assign(
+            embedding=pd.Series(dtype=float), segment=pd.Series(dtype=int)))
         return dg.MaterializeResult(
             metadata={"skipped": f"the {dataset} items have no genre columns", "rows": 0}
         )
