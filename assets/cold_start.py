@@ -13,6 +13,7 @@ from segmentation_dagster import settings
 from segmentation_dagster.core.cold_start import (
     MULTI_GENRE_TASK,
     TASK,
+    Method,
     default_methods,
     demographic_attributes,
     like_edges,
@@ -22,6 +23,7 @@ from segmentation_dagster.core.cold_start import (
     single_genre_movies,
 )
 from segmentation_dagster.core.movielens import genre_column, genre_items
+from segmentation_dagster.core.nmf import NMFSegmenter
 from segmentation_dagster.core.plots import bar_chart, embedding_density
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 
@@ -78,7 +80,9 @@ def cold_start_evaluation(
     users = duckdb.read_table("raw_customers")
     attributes = (demographic_attributes(users)
                   if {"age", "gender"} <= set(users.columns) else None)
-    methods = default_methods(attributes)
+    methods = default_methods(attributes) + [
+        Method("nmf", lambda k, graph: NMFSegmenter(k))
+    ]
     result = run_cold_start(
         edges, {g: genre_items(items, g) for g in genres}, methods, cold_start_settings.ks
     )

@@ -11,7 +11,8 @@ from .methods import COMPARISON_EXPERIMENT, METHODS
 
 
 @dg.asset(
-    deps=[f"method_{name}" for name in METHODS] + ["segment_classifiers", "cold_start_evaluation"],
+    deps=[f"method_{name}" for name in METHODS]
+    + ["segment_classifiers", "cold_start_evaluation", "segment_recommendations"],
     group_name="comparison",
     kinds={"sql", "duckdb", "mlflow"},
 )

@@ -21,6 +21,7 @@ from segmentation_dagster.core.baselines import (
     SpectralCosine,
 )
 from segmentation_dagster.core.cold_start import age_group
+from segmentation_dagster.core.nmf import NMFSegmenter
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 
@@ -91,6 +92,10 @@ METHODS: dict[str, tuple[str, MethodFactory]] = {
         lambda db, s, k, split: None
         if split.train.n_customers > s.max_customers_for_pairwise
         else KMedoidsCosine(k, random_state=s.seed),
+    ),
+    "nmf": (
+        "NMF customer segments (which items a customer touches), with the chosen K.",
+        lambda db, s, k, split: NMFSegmenter(k, random_state=s.seed),
     ),
     "spectral": (
         "Spectral clustering on the cosine similarity of the +1/-1 vectors, chosen K.",

@@ -6,6 +6,7 @@ import os
 
 from assets.cold_start import ColdStartSettings
 from assets.common import MethodSettings
+from assets.nmf import NMFSettings
 
 from . import settings
 from .checks import InputRules
@@ -34,6 +35,7 @@ def build_resources(home: str | None = None, **overrides) -> dict:
         "method_settings": MethodSettings(),
         "input_rules": InputRules(),
         "cold_start_settings": ColdStartSettings(),
+        "nmf_settings": NMFSettings(),
     }
     resources.update(overrides)
     return resources

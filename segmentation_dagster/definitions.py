@@ -10,6 +10,7 @@ from assets import (
     graph,
     ingest,
     methods,
+    nmf,
     segments,
 )
 
@@ -19,7 +20,7 @@ from .config import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
-        [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start]
+        [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start, nmf]
     ),
     asset_checks=[*input_checks, *output_checks],
     jobs=[segmentation_job],

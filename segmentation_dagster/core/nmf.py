@@ -36,6 +36,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
+from .graph import PreferenceGraph
+from .segmenters import HardSegmenter
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -387,6 +390,34 @@ class CoSegmentation:
         """Column order that shows the blocks in a basis x products heatmap."""
         self._check_fitted()
         return block_order(self.product_scores_, self.product_segments_)
+
+
+class NMFSegmenter(HardSegmenter):
+    """NMF customer segments behind the common segmenter interface, so NMF joins every
+    comparison (recovery, held-out edges, the cold-start protocol) as method 'nmf'.
+
+    Every observed edge counts as an interaction (a rating, a click or a purchase),
+    whatever its label: NMF segments customers by WHICH items they touch, not by how
+    they judged them. Segments are then numbered by like-rate like every other method.
+    """
+
+    name = "nmf"
+
+    def __init__(self, n_segments: int = 3, loss: str = "frobenius", init: str = "nndsvd",
+                 random_state: int = 0):
+        self.n_segments = n_segments
+        self.loss = loss
+        self.init = init
+        self.random_state = random_state
+
+    def fit(self, graph: PreferenceGraph) -> NMFSegmenter:
+        interactions = graph.matrix.copy()
+        interactions.data = np.ones_like(interactions.data, dtype=float)
+        self.cosegmentation_ = CoSegmentation(
+            self.n_segments, self.loss, self.init, self.random_state
+        ).fit(interactions.tocsr())
+        self._finish(graph, self.cosegmentation_.customer_segments_)
+        return self
 
 
 def block_order(scores: np.ndarray, segments: np.ndarray) -> np.ndarray:
