@@ -7,35 +7,18 @@ from segmentation_dagster.resources import DataSource, DuckDBStore
 
 from .common import markdown_table
 
-RAW_TABLES = ("raw_interactions", "raw_items", "raw_customers", "ground_truth_segments")
+RAW_TABLE_DESCRIPTIONS = {
+    "raw_interactions": "Every observation: customer_id, item_id, value, event, timestamp.",
+    "raw_items": "Items with an optional category and numeric features.",
+    "raw_customers": "Customers with their demographic attributes, where the source has them.",
+    "ground_truth_segments": "Planted segments of the synthetic source (empty for real data).",
+}
 
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
-            "raw_interactions",
-            description="Every observation: customer_id, item_id, value, event, timestamp.",
-            group_name="ingest",
-            kinds={"python", "duckdb"},
-        ),
-        dg.AssetSpec(
-            "raw_items",
-            description="Items with an optional category and numeric features.",
-            group_name="ingest",
-            kinds={"python", "duckdb"},
-        ),
-        dg.AssetSpec(
-            "raw_customers",
-            description="Customers with their demographic attributes, where the source has them.",
-            group_name="ingest",
-            kinds={"python", "duckdb"},
-        ),
-        dg.AssetSpec(
-            "ground_truth_segments",
-            description="Planted segments of the synthetic source (empty for real data).",
-            group_name="ingest",
-            kinds={"python", "duckdb"},
-        ),
+        dg.AssetSpec(name, description=text, group_name="ingest", kinds={"python", "duckdb"})
+        for name, text in RAW_TABLE_DESCRIPTIONS.items()
     ],
     can_subset=False,
 )

@@ -99,30 +99,28 @@ def raw_interactions_expectations(
     return _validate(frame, "raw_interactions", expectations)
 
 
+def _id_expectations(column: str) -> list:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnToExist(column=column),
+        gxe.ExpectColumnValuesToNotBeNull(column=column),
+        gxe.ExpectColumnValuesToBeUnique(column=column),
+    ]
+
+
 @dg.asset_check(asset="raw_items", blocking=True)
 def raw_items_expectations(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Great Expectations: item ids present, non-null and unique."""
-    import great_expectations.expectations as gxe
-
-    frame = duckdb.read_table("raw_items")
-    return _validate(frame, "raw_items", [
-        gxe.ExpectColumnToExist(column="item_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
-        gxe.ExpectColumnValuesToBeUnique(column="item_id"),
-    ])
+    return _validate(duckdb.read_table("raw_items"), "raw_items", _id_expectations("item_id"))
 
 
 @dg.asset_check(asset="raw_customers", blocking=True)
 def raw_customers_expectations(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Great Expectations: customer ids present, non-null and unique."""
-    import great_expectations.expectations as gxe
-
-    frame = duckdb.read_table("raw_customers")
-    return _validate(frame, "raw_customers", [
-        gxe.ExpectColumnToExist(column="customer_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="customer_id"),
-        gxe.ExpectColumnValuesToBeUnique(column="customer_id"),
-    ])
+    return _validate(
+        duckdb.read_table("raw_customers"), "raw_customers", _id_expectations("customer_id")
+    )
 
 
 def _sql_check(duckdb: DuckDBStore, sql: str, what: str) -> dg.AssetCheckResult:
