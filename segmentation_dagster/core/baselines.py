@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -10,7 +12,7 @@ from sklearn.cluster import SpectralClustering
 from sklearn.preprocessing import normalize
 
 from .clustering import check_n_segments
-from .graph import PreferenceGraph
+from .graph import PreferenceGraph, category_counts
 from .segmenters import HardSegmenter
 
 
@@ -24,18 +26,94 @@ class PopulationModel(HardSegmenter):
         return self
 
 
-class LatentClassEM(HardSegmenter):
-    """Latent class mixture sum_k q_k prod_j alpha_k^[x=+1] (1-alpha_k)^[x=-1] (Appendix C.1).
+@dataclass(frozen=True)
+class _LatentClassFit:
+    """The best restart of :func:`_latent_class_em`, classes by increasing like-rate."""
 
-    MAP-EM with a Beta(2,2) prior on every alpha_k and a Dirichlet(1.5) prior on q, with
-    ``n_restarts`` random starts; the start with the highest log posterior is kept.
-    Customers go to their maximum-posterior class; predictions use sum_k gamma_ik alpha_k.
+    alpha: np.ndarray  # (K, B)
+    weights: np.ndarray  # (K,)
+    responsibilities: np.ndarray  # (u, K), one row per count row
+    log_posterior: float
+    restart_log_posteriors: np.ndarray  # (restarts,)
+    n_iter: int
+    converged: bool
 
-    Written by hand, not with StepMix: StepMix needs a dense customers x items table
-    (see docs/libraries.md), while under this model each customer's likelihood depends
-    only on their like and dislike counts, so EM runs on two counts per customer. All
-    restarts run at once as one (restarts, distinct count pairs, K) array.
+
+def _latent_class_em(
+    likes: np.ndarray,
+    dislikes: np.ndarray,
+    row_weights: np.ndarray,
+    n_segments: int,
+    n_restarts: int,
+    max_iter: int,
+    tol: float,
+    alpha_prior: tuple[float, float],
+    weight_prior: float,
+    random_state: int,
+) -> _LatentClassFit:
+    """MAP-EM for sum_k q_k prod_b alpha_kb^likes_b (1 - alpha_kb)^dislikes_b.
+
+    ``likes`` and ``dislikes`` are (u, B) count tables (B item categories; B = 1 for the
+    plain latent class model) and ``row_weights`` (u,) says how many customers share each
+    row. Beta(a, b) prior on every alpha_kb, Dirichlet(c) on q. All restarts run at once
+    as one (restarts, rows, K) array; the restart with the highest log posterior is kept,
+    its classes ordered by their overall like-rate (alpha weighted by each category's
+    edge count), as the hard segmenters number theirs.
     """
+    likes = np.asarray(likes, dtype=float)
+    dislikes = np.asarray(dislikes, dtype=float)
+    weight = np.asarray(row_weights, dtype=float)
+    edges = likes + dislikes
+    k, r = n_segments, n_restarts
+    a, b = alpha_prior
+    c = weight_prior
+    rng = np.random.default_rng(random_state)
+    alpha = rng.uniform(0.05, 0.95, size=(r, k, likes.shape[1]))
+    weights = rng.dirichlet(np.ones(k), size=r)  # (r, k)
+    previous = np.full(r, -np.inf)
+    iteration = 0
+    converged = False
+    while iteration < max_iter:
+        iteration += 1
+        log_joint = (
+            np.log(weights)[:, None, :]
+            + np.einsum("ib,rkb->rik", likes, np.log(alpha))
+            + np.einsum("ib,rkb->rik", dislikes, np.log1p(-alpha))
+        )
+        log_norm = logsumexp(log_joint, axis=2, keepdims=True)
+        gamma = np.exp(log_joint - log_norm)
+        log_post = (
+            (weight[None, :, None] * log_norm).sum(axis=(1, 2))
+            + ((a - 1) * np.log(alpha) + (b - 1) * np.log1p(-alpha)).sum(axis=(1, 2))
+            + ((c - 1) * np.log(weights)).sum(axis=1)
+        )
+        if np.all(np.abs(log_post - previous) <= tol * np.abs(log_post)):
+            converged = True
+            break
+        previous = log_post
+        wgamma = weight[None, :, None] * gamma
+        alpha = (np.einsum("rik,ib->rkb", wgamma, likes) + a - 1) / (
+            np.einsum("rik,ib->rkb", wgamma, edges) + a + b - 2
+        )
+        alpha = np.clip(alpha, 1e-9, 1 - 1e-9)
+        weights = (wgamma.sum(axis=1) + c - 1) / (weight.sum() + k * (c - 1))
+    best = int(np.argmax(log_post))
+    category_edges = (weight[:, None] * edges).sum(axis=0)
+    order = np.argsort((alpha[best] * category_edges).sum(axis=1) / category_edges.sum())
+    return _LatentClassFit(
+        alpha=alpha[best][order],
+        weights=weights[best][order],
+        responsibilities=gamma[best][:, order],
+        log_posterior=float(log_post[best]),
+        restart_log_posteriors=log_post,
+        n_iter=iteration,
+        converged=converged,
+    )
+
+
+class _LatentClassModel:
+    """Parameters and fitting shared by :class:`LatentClassEM` (one like-rate per class)
+    and :class:`CategoryLatentClassEM` (one per class and item category)."""
 
     name = "latent_class"
 
@@ -57,75 +135,83 @@ class LatentClassEM(HardSegmenter):
         self.weight_prior = weight_prior
         self.random_state = random_state
 
-    def fit(self, graph: PreferenceGraph) -> LatentClassEM:
+    def _fit_counts(self, likes: np.ndarray, dislikes: np.ndarray) -> None:
+        """EM on (m, B) like and dislike counts per customer; sets the fitted attributes."""
         k = self.n_segments
-        check_n_segments(k, np.arange(graph.n_customers), "customers")
+        check_n_segments(k, np.arange(len(likes)), "customers")
         if self.n_restarts < 1:
             raise ValueError(f"n_restarts must be >= 1, got {self.n_restarts}")
-        likes = graph.customer_likes().astype(np.int64)
-        dislikes = graph.customer_degrees() - likes
-        # Customers with the same (likes, dislikes) counts have the same posterior, so EM
-        # runs on the distinct count pairs weighted by how many customers share them: the
-        # same MAP-EM, only cheaper (at most ~n^2/2 pairs, far fewer than customers).
-        pairs, inverse, count = np.unique(
-            np.stack([likes, dislikes], axis=1), axis=0, return_inverse=True, return_counts=True
+        # Customers with the same counts have the same posterior, so EM runs on the
+        # distinct count rows weighted by how many customers share them: the same MAP-EM,
+        # only cheaper (with B = 1 at most ~n^2/2 pairs, far fewer than customers).
+        rows, inverse, count = np.unique(
+            np.hstack([likes, dislikes]), axis=0, return_inverse=True, return_counts=True
         )
-        inverse = inverse.reshape(-1)
-        pos, neg = pairs[:, 0].astype(float), pairs[:, 1].astype(float)
-        weight = count.astype(float)[None, :, None]
-        a, b = self.alpha_prior
-        c = self.weight_prior
-        rng = np.random.default_rng(self.random_state)
-        r = self.n_restarts
-        alpha = rng.uniform(0.05, 0.95, size=(r, 1, k))
-        weights = rng.dirichlet(np.ones(k), size=r)[:, None, :]
-        previous = np.full(r, -np.inf)
-        iteration = 0
-        converged = False
-        while iteration < self.max_iter:
-            iteration += 1
-            log_joint = (
-                np.log(weights)
-                + pos[None, :, None] * np.log(alpha)
-                + neg[None, :, None] * np.log1p(-alpha)
-            )
-            log_norm = logsumexp(log_joint, axis=2, keepdims=True)
-            gamma = np.exp(log_joint - log_norm)
-            log_post = (
-                (weight * log_norm).sum(axis=(1, 2))
-                + ((a - 1) * np.log(alpha) + (b - 1) * np.log1p(-alpha)).sum(axis=(1, 2))
-                + ((c - 1) * np.log(weights)).sum(axis=(1, 2))
-            )
-            if np.all(np.abs(log_post - previous) <= self.tol * np.abs(log_post)):
-                converged = True
-                break
-            previous = log_post
-            wgamma = weight * gamma
-            n_k = wgamma.sum(axis=1, keepdims=True)
-            alpha = ((wgamma * pos[None, :, None]).sum(axis=1, keepdims=True) + a - 1) / (
-                (wgamma * (pos + neg)[None, :, None]).sum(axis=1, keepdims=True) + a + b - 2
-            )
-            alpha = np.clip(alpha, 1e-9, 1 - 1e-9)
-            weights = (n_k + c - 1) / (graph.n_customers + k * (c - 1))
-        best = int(np.argmax(log_post))
-        order = np.argsort(alpha[best, 0])
-        self.n_iter_ = iteration
-        self.converged_ = converged
-        self.log_posterior_ = float(log_post[best])
-        self.restart_log_posteriors_ = log_post
-        self.alpha_ = alpha[best, 0, order]
-        self.weights_ = weights[best, 0, order]
-        self.responsibilities_ = gamma[best][:, order][inverse]
+        b = likes.shape[1]
+        fit = _latent_class_em(
+            rows[:, :b], rows[:, b:], count, k, self.n_restarts, self.max_iter, self.tol,
+            self.alpha_prior, self.weight_prior, self.random_state,
+        )
+        self.n_iter_ = fit.n_iter
+        self.converged_ = fit.converged
+        self.log_posterior_ = fit.log_posterior
+        self.restart_log_posteriors_ = fit.restart_log_posteriors
+        self.alpha_ = fit.alpha
+        self.weights_ = fit.weights
+        self.responsibilities_ = fit.responsibilities[inverse.reshape(-1)]
         self.labels_ = self.responsibilities_.argmax(axis=1)
         self.n_segments_ = k
-        self.segment_alpha_ = self.alpha_
         self.segment_sizes_ = np.bincount(self.labels_, minlength=k)
+
+
+class LatentClassEM(_LatentClassModel, HardSegmenter):
+    """Latent class mixture sum_k q_k prod_j alpha_k^[x=+1] (1-alpha_k)^[x=-1] (Appendix C.1).
+
+    MAP-EM with a Beta(2,2) prior on every alpha_k and a Dirichlet(1.5) prior on q, with
+    ``n_restarts`` random starts; the start with the highest log posterior is kept.
+    Customers go to their maximum-posterior class; predictions use sum_k gamma_ik alpha_k.
+
+    Written by hand, not with StepMix: StepMix needs a dense customers x items table
+    (see docs/libraries.md), while under this model each customer's likelihood depends
+    only on their like and dislike counts, so EM runs on two counts per customer. All
+    restarts run at once as one (restarts, distinct count pairs, K) array.
+    """
+
+    def fit(self, graph: PreferenceGraph) -> LatentClassEM:
+        likes = graph.customer_likes().astype(np.int64)
+        dislikes = graph.customer_degrees() - likes
+        self._fit_counts(likes[:, None], dislikes[:, None])
+        self.alpha_ = self.alpha_[:, 0]
+        self.segment_alpha_ = self.alpha_
         return self
 
     def predict_proba(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         if not hasattr(self, "alpha_"):
             raise ValueError("LatentClassEM is not fitted; call fit(graph) first")
         return self.responsibilities_[np.asarray(rows)] @ self.alpha_
+
+
+class CategoryLatentClassEM(_LatentClassModel):
+    """Latent class model with one like-probability per (class, item category):
+    sum_k q_k prod_b alpha_kb^likes_ib (1 - alpha_kb)^dislikes_ib. The LC benchmark of
+    Appendix D.3; with one category it is :class:`LatentClassEM` (same priors, restarts,
+    initial draws and EM).
+
+    Written by hand for the reason LatentClassEM gives: EM needs only each customer's
+    like/dislike counts per category, an (m, B) table.
+    """
+
+    def fit(self, graph: PreferenceGraph) -> CategoryLatentClassEM:
+        likes, degrees, self.categories_ = category_counts(graph)
+        self._fit_counts(likes, degrees - likes)
+        return self
+
+    def predict_proba(self, rows: np.ndarray, categories: np.ndarray) -> np.ndarray:
+        """sum_k gamma_ik alpha_kb for edges (customer row, category index)."""
+        if not hasattr(self, "alpha_"):
+            raise ValueError("CategoryLatentClassEM is not fitted; call fit(graph) first")
+        rows, categories = np.asarray(rows), np.asarray(categories)
+        return np.einsum("ek,ke->e", self.responsibilities_[rows], self.alpha_[:, categories])
 
 
 class EmpiricalBayes(HardSegmenter):

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.special import logsumexp
 
 from .baselines import (
+    CategoryLatentClassEM,
     DemographicSegmenter,
     EmpiricalBayes,
     KMedoidsCosine,
@@ -33,8 +33,8 @@ from .baselines import (
     PopulationModel,
     SpectralCosine,
 )
-from .clustering import check_n_segments, select_k
-from .graph import LIKE, PreferenceGraph
+from .clustering import select_k
+from .graph import LIKE, PreferenceGraph, category_counts
 from .labels import ratings_to_likes
 from .segmenters import HardSegmenter, ModelEmbeddingSegmenter
 
@@ -523,108 +523,6 @@ def single_genre_movies(movies: pd.DataFrame, genres: Sequence[str]) -> pd.Serie
     one = flags.sum(axis=1) == 1
     chosen = np.asarray(genres, dtype=object)[flags[one].argmax(axis=1)]
     return pd.Series(chosen, index=pd.Index(movies["item_id"].to_numpy()[one], name="item_id"))
-
-
-class CategoryLatentClassEM:
-    """Latent class model with one like-probability per (class, item category):
-    sum_k q_k prod_b alpha_kb^likes_ib (1 - alpha_kb)^dislikes_ib. The LC benchmark of
-    Appendix D.3; with one category it is :class:`LatentClassEM` (same priors, restarts
-    and initial draws).
-
-    Written here rather than with a library for the reason LatentClassEM gives: EM needs
-    only each customer's like/dislike counts per category, an (m, B) table.
-    """
-
-    name = "latent_class"
-
-    def __init__(
-        self,
-        n_segments: int = 3,
-        n_restarts: int = 10,
-        max_iter: int = 1000,
-        tol: float = 1e-7,
-        alpha_prior: tuple[float, float] = (2.0, 2.0),
-        weight_prior: float = 1.5,
-        random_state: int = 0,
-    ):
-        self.n_segments = n_segments
-        self.n_restarts = n_restarts
-        self.max_iter = max_iter
-        self.tol = tol
-        self.alpha_prior = alpha_prior
-        self.weight_prior = weight_prior
-        self.random_state = random_state
-
-    def fit(self, graph: PreferenceGraph) -> CategoryLatentClassEM:
-        k = self.n_segments
-        check_n_segments(k, np.arange(graph.n_customers))
-        likes, degrees, self.categories_ = category_counts(graph)
-        dislikes = degrees - likes
-        m, b = likes.shape
-        a0, b0 = self.alpha_prior
-        c = self.weight_prior
-        rng = np.random.default_rng(self.random_state)
-        r = self.n_restarts
-        alpha = rng.uniform(0.05, 0.95, size=(r, k, b))
-        weights = rng.dirichlet(np.ones(k), size=r)  # (r, k)
-        previous = np.full(r, -np.inf)
-        iteration = 0
-        while iteration < self.max_iter:
-            iteration += 1
-            log_joint = (
-                np.log(weights)[:, None, :]
-                + np.einsum("ib,rkb->rik", likes, np.log(alpha))
-                + np.einsum("ib,rkb->rik", dislikes, np.log1p(-alpha))
-            )
-            log_norm = logsumexp(log_joint, axis=2, keepdims=True)
-            gamma = np.exp(log_joint - log_norm)
-            log_post = (
-                log_norm.sum(axis=(1, 2))
-                + ((a0 - 1) * np.log(alpha) + (b0 - 1) * np.log1p(-alpha)).sum(axis=(1, 2))
-                + ((c - 1) * np.log(weights)).sum(axis=1)
-            )
-            if np.all(np.abs(log_post - previous) <= self.tol * np.abs(log_post)):
-                break
-            previous = log_post
-            alpha = (np.einsum("rik,ib->rkb", gamma, likes) + a0 - 1) / (
-                np.einsum("rik,ib->rkb", gamma, degrees) + a0 + b0 - 2
-            )
-            alpha = np.clip(alpha, 1e-9, 1 - 1e-9)
-            weights = (gamma.sum(axis=1) + c - 1) / (m + k * (c - 1))
-        best = int(np.argmax(log_post))
-        # classes ordered by their overall like-rate, as in the other segmenters
-        overall = (alpha[best] * degrees.sum(axis=0)).sum(axis=1) / degrees.sum()
-        order = np.argsort(overall)
-        self.n_iter_ = iteration
-        self.log_posterior_ = float(log_post[best])
-        self.alpha_ = alpha[best][order]  # (K, B)
-        self.weights_ = weights[best][order]
-        self.responsibilities_ = gamma[best][:, order]
-        self.labels_ = self.responsibilities_.argmax(axis=1)
-        self.n_segments_ = k
-        self.segment_sizes_ = np.bincount(self.labels_, minlength=k)
-        return self
-
-    def predict_proba(self, rows: np.ndarray, categories: np.ndarray) -> np.ndarray:
-        """sum_k gamma_ik alpha_kb for edges (customer row, category index)."""
-        if not hasattr(self, "alpha_"):
-            raise ValueError("CategoryLatentClassEM is not fitted; call fit(graph) first")
-        rows, categories = np.asarray(rows), np.asarray(categories)
-        return np.einsum("ek,ke->e", self.responsibilities_[rows], self.alpha_[:, categories])
-
-
-def category_counts(graph: PreferenceGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(likes, degrees, categories): (m, B) like and edge counts per customer and category."""
-    if graph.item_categories is None:
-        raise ValueError("the graph has no item_categories")
-    categories, item_category = np.unique(graph.item_categories, return_inverse=True)
-    rows, cols, labels = graph.edges()
-    b = len(categories)
-    cells = rows * b + item_category[cols]
-    size = graph.n_customers * b
-    likes = np.bincount(cells, weights=labels == LIKE, minlength=size).reshape(-1, b)
-    degrees = np.bincount(cells, minlength=size).astype(float).reshape(-1, b)
-    return likes, degrees, categories
 
 
 class SegmentCategoryRates:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import LIKE, PreferenceGraph, require_edges_per_customer
+from .graph import LIKE, PreferenceGraph, category_cells, require_edges_per_customer
 from .pooled import PooledModel, bernoulli_entropy, edge_log_likelihood
 
 NORMALISATIONS = ("degree", "entropy")
@@ -68,10 +68,9 @@ def embed_by_category(
     if graph.item_categories is None:
         raise ValueError("embed_by_category needs a graph built with item_categories")
     require_edges_per_customer(graph)
-    categories, item_category = np.unique(graph.item_categories, return_inverse=True)
     rows, cols, labels = graph.edges()
+    categories, cells = category_cells(graph, rows, cols)
     edge_nll, edge_entropy = _edge_terms(graph, pooled, cols, labels)
-    cells = rows * len(categories) + item_category[cols]
     size = graph.n_customers * len(categories)
     nll = np.bincount(cells, weights=edge_nll, minlength=size)
     if normalisation == "degree":

@@ -262,6 +262,28 @@ def _positions(values: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
+def category_cells(
+    graph: PreferenceGraph, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(categories, cells): the graph's sorted distinct item categories, and the flat
+    (customer, category) cell ``row * B + category`` of every edge (rows, cols)."""
+    if graph.item_categories is None:
+        raise ValueError("the graph has no item_categories")
+    categories, item_category = np.unique(graph.item_categories, return_inverse=True)
+    return categories, rows * len(categories) + item_category[cols]
+
+
+def category_counts(graph: PreferenceGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(likes, degrees, categories): (m, B) like and edge counts per customer and category."""
+    rows, cols, labels = graph.edges()
+    categories, cells = category_cells(graph, rows, cols)
+    b = len(categories)
+    size = graph.n_customers * b
+    likes = np.bincount(cells, weights=labels == LIKE, minlength=size).reshape(-1, b)
+    degrees = np.bincount(cells, minlength=size).astype(float).reshape(-1, b)
+    return likes, degrees, categories
+
+
 def require_edges_per_customer(graph: PreferenceGraph) -> None:
     """Raise if some customer has no edge: such a customer has no embedding."""
     empty = graph.customer_degrees() == 0

@@ -749,6 +749,41 @@ def _subsample(n: int, max_n: int, random_state: int) -> np.ndarray:
     return np.sort(np.random.default_rng(random_state).choice(n, max_n, replace=False))
 
 
+def _score_heatmap(
+    scores: np.ndarray,
+    segments: np.ndarray,
+    max_n: int,
+    random_state: int,
+    what: str,
+    colorbar_label: str,
+    bases_on_rows: bool,
+) -> Figure:
+    """Heatmap of (``what`` x basis) ``scores`` in block order, a seeded random sample of
+    ``max_n`` of them when there are more; the bases run down the rows if
+    ``bases_on_rows``, else across the columns."""
+    idx = _subsample(len(scores), max_n, random_state)
+    idx = idx[block_order(scores[idx], segments[idx])]
+    k = scores.shape[1]
+    fig = _figure(8, 2 + 0.3 * k) if bases_on_rows else _figure(4 + 0.3 * k, 6)
+    ax = fig.add_subplot()
+    im = ax.imshow(
+        scores[idx].T if bases_on_rows else scores[idx],
+        aspect="auto",
+        interpolation="nearest",
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+    )
+    basis_axis, other_axis = (ax.yaxis, ax.xaxis) if bases_on_rows else (ax.xaxis, ax.yaxis)
+    basis_axis.set_label_text("basis")
+    other_axis.set_label_text(f"{what}s ({len(idx)} of {len(scores)})")
+    basis_axis.set_ticks(range(k))
+    other_axis.set_ticks([])
+    ax.set_title(f"{what.capitalize()} scores")
+    fig.colorbar(im, ax=ax, label=colorbar_label)
+    return fig
+
+
 def plot_customer_heatmap(
     model: CoSegmentation, max_rows: int = 1000, random_state: int = 0
 ) -> Figure:
@@ -757,25 +792,10 @@ def plot_customer_heatmap(
     Above ``max_rows`` customers a seeded random sample is drawn.
     """
     model._check_fitted()
-    idx = _subsample(len(model.customer_scores_), max_rows, random_state)
-    idx = idx[block_order(model.customer_scores_[idx], model.customer_segments_[idx])]
-    fig = _figure(4 + 0.3 * model.W_.shape[1], 6)
-    ax = fig.add_subplot()
-    im = ax.imshow(
-        model.customer_scores_[idx],
-        aspect="auto",
-        interpolation="nearest",
-        cmap="viridis",
-        vmin=0,
-        vmax=1,
+    return _score_heatmap(
+        model.customer_scores_, model.customer_segments_, max_rows, random_state,
+        "customer", "share of fitted purchases", bases_on_rows=False,
     )
-    ax.set_xlabel("basis")
-    ax.set_ylabel(f"customers ({len(idx)} of {len(model.customer_scores_)})")
-    ax.set_xticks(range(model.W_.shape[1]))
-    ax.set_yticks([])
-    ax.set_title("Customer scores")
-    fig.colorbar(im, ax=ax, label="share of fitted purchases")
-    return fig
 
 
 def plot_product_heatmap(
@@ -783,25 +803,10 @@ def plot_product_heatmap(
 ) -> Figure:
     """Basis x products heatmap of ``product_scores_``, columns in block order."""
     model._check_fitted()
-    idx = _subsample(len(model.product_scores_), max_cols, random_state)
-    idx = idx[block_order(model.product_scores_[idx], model.product_segments_[idx])]
-    fig = _figure(8, 2 + 0.3 * model.H_.shape[0])
-    ax = fig.add_subplot()
-    im = ax.imshow(
-        model.product_scores_[idx].T,
-        aspect="auto",
-        interpolation="nearest",
-        cmap="viridis",
-        vmin=0,
-        vmax=1,
+    return _score_heatmap(
+        model.product_scores_, model.product_segments_, max_cols, random_state,
+        "product", "share over bases", bases_on_rows=True,
     )
-    ax.set_ylabel("basis")
-    ax.set_xlabel(f"products ({len(idx)} of {len(model.product_scores_)})")
-    ax.set_yticks(range(model.H_.shape[0]))
-    ax.set_xticks([])
-    ax.set_title("Product scores")
-    fig.colorbar(im, ax=ax, label="share over bases")
-    return fig
 
 
 def plot_rank_selection(sweep_table: pd.DataFrame, chosen_k: int | None = None) -> Figure:

@@ -54,6 +54,14 @@ class PooledModel:
             raise ValueError(f"{type(self).__name__} is not fitted; call fit(graph) first")
 
 
+class _ItemTableModel(PooledModel):
+    """A pooled model whose fit leaves one probability per item column in ``item_proba_``."""
+
+    def predict_proba(self, cols: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        return self.item_proba_[cols]
+
+
 class GlobalBernoulli(PooledModel):
     """One like-probability alpha_pool for every item: the paper's alpha-embed model."""
 
@@ -71,7 +79,7 @@ class GlobalBernoulli(PooledModel):
         return 1
 
 
-class ItemBernoulli(PooledModel):
+class ItemBernoulli(_ItemTableModel):
     """One like-probability per item (the binary logit omega_j = logit p_j), closed form.
 
     The MLE is likes_j / d_j. It is shrunk towards alpha_pool by ``prior_strength``
@@ -96,16 +104,12 @@ class ItemBernoulli(PooledModel):
         self.item_proba_ = np.clip(p, EPS, 1 - EPS)
         return self
 
-    def predict_proba(self, cols: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        return self.item_proba_[cols]
-
     @property
     def n_parameters(self) -> int:
         return len(self.item_proba_)
 
 
-class FeatureLogistic(PooledModel):
+class FeatureLogistic(_ItemTableModel):
     """Logistic regression of the label on item features, p_j = sigma(w . y_j) (eBay case).
 
     ``item_features`` is an (n_items, f) array in the graph's column order.
@@ -132,16 +136,12 @@ class FeatureLogistic(PooledModel):
         self.item_proba_ = np.clip(self.classifier_.predict_proba(features)[:, 1], EPS, 1 - EPS)
         return self
 
-    def predict_proba(self, cols: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        return self.item_proba_[cols]
-
     @property
     def n_parameters(self) -> int:
         return int(self.classifier_.coef_.size + 1)
 
 
-class PerCategory(PooledModel):
+class PerCategory(_ItemTableModel):
     """A separate copy of ``base`` per item category: the partially specified model class.
 
     ``make_base(item_mask)`` builds a fresh pooled model for the subgraph of the items in
@@ -172,10 +172,6 @@ class PerCategory(PooledModel):
             self.item_proba_[mask] = model.predict_proba(np.arange(sub.n_items))
         return self
 
-    def predict_proba(self, cols: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        return self.item_proba_[cols]
-
 
 POOLED_MODELS = {"global": GlobalBernoulli, "item": ItemBernoulli}
 
@@ -198,7 +194,7 @@ def make_pooled_model(name: str, **kwargs) -> PooledModel:
     return POOLED_MODELS[name](**kwargs)
 
 
-class StoredPooledModel(PooledModel):
+class StoredPooledModel(_ItemTableModel):
     """A pooled model rebuilt from its stored item probabilities (no refit), so new
     customers can be scored against the model the segments were built with."""
 
@@ -208,6 +204,3 @@ class StoredPooledModel(PooledModel):
 
     def fit(self, graph: PreferenceGraph) -> StoredPooledModel:
         return self
-
-    def predict_proba(self, cols: np.ndarray) -> np.ndarray:
-        return self.item_proba_[cols]

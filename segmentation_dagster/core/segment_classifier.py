@@ -29,13 +29,8 @@ def edge_features(
         bad = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
         if bad:
             raise ValueError(f"item feature columns {bad} are not numeric")
-        features = table.to_numpy(dtype=float)
-    else:
-        features = np.asarray(item_features, dtype=float)
-    if features.ndim != 2:
-        raise ValueError(f"item_features must be 2-D (n_items, f); got shape {features.shape}")
-    if not np.isfinite(features).all():
-        raise ValueError("item_features contain NaN or inf")
+        item_features = table.to_numpy(dtype=float)
+    features = _finite_matrix(item_features, "item_features", "(n_items, f)")
     cols = np.asarray(cols)
     if len(cols) and (cols.min() < 0 or cols.max() >= len(features)):
         raise ValueError(f"edge item columns must lie in [0, {len(features)}); got out-of-range")
@@ -53,12 +48,18 @@ def _binary(y: np.ndarray) -> np.ndarray:
     raise ValueError(f"labels must be +1/-1 or 0/1; found values {sorted(values)[:5]}")
 
 
-def _check_inputs(x: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _finite_matrix(x: np.ndarray, name: str, shape: str) -> np.ndarray:
+    """``x`` as a float array, which must be 2-D (``shape`` names its axes) and finite."""
     x = np.asarray(x, dtype=float)
     if x.ndim != 2:
-        raise ValueError(f"X must be a 2-D (edges, features) array; got shape {x.shape}")
+        raise ValueError(f"{name} must be a 2-D {shape} array; got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError("X contains NaN or inf")
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _check_inputs(x: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = _finite_matrix(x, "X", "(edges, features)")
     segments = np.asarray(segments)
     if segments.shape != (len(x),):
         raise ValueError(
@@ -127,8 +128,7 @@ class SegmentClassifiers:
 
     def predict_proba(self, X: np.ndarray, segments: np.ndarray) -> np.ndarray:
         """P(like) for each edge under its segment's classifier (population as fallback)."""
-        if not hasattr(self, "population_"):
-            raise ValueError("SegmentClassifiers is not fitted; call fit(X, y, segments) first")
+        self._check_fitted()
         x, segments = _check_inputs(X, segments)
         proba = self.population_proba(x)
         for segment, model in self.models_.items():
@@ -139,10 +139,13 @@ class SegmentClassifiers:
 
     def population_proba(self, X: np.ndarray) -> np.ndarray:
         """P(like) for each edge under the population model."""
+        self._check_fitted()
+        x = _finite_matrix(X, "X", "(edges, features)")
+        return self.population_.predict_proba(x)[:, 1]
+
+    def _check_fitted(self) -> None:
         if not hasattr(self, "population_"):
             raise ValueError("SegmentClassifiers is not fitted; call fit(X, y, segments) first")
-        x = np.asarray(X, dtype=float)
-        return self.population_.predict_proba(x)[:, 1]
 
 
 def segment_auc_table(

@@ -22,6 +22,26 @@ def draw_proportions(n_segments: int, rng: np.random.Generator) -> np.ndarray:
     return rng.dirichlet(np.full(n_segments, n_segments + 1.0))
 
 
+def draw_segments(
+    n_customers: int,
+    n_segments: int,
+    rng: np.random.Generator,
+    proportions: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alphas, proportions, segments): the paper's alpha_k, the segment proportions
+    (drawn unless given) and every customer's segment drawn by them."""
+    alphas = paper_alphas(n_segments)
+    if proportions is None:
+        proportions = draw_proportions(n_segments, rng)
+    segments = rng.choice(n_segments, size=n_customers, p=proportions)
+    return alphas, np.asarray(proportions), segments
+
+
+def _draw_labels(p_like: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """+1 with probability ``p_like``, else -1, per edge (int8, as the graph stores them)."""
+    return np.where(rng.random(len(p_like)) < p_like, LIKE, DISLIKE).astype(np.int8)
+
+
 @dataclass(frozen=True)
 class SyntheticGraph:
     """Edges (customer_id, item_id, label in {-1, +1}) and the truth behind them."""
@@ -50,23 +70,14 @@ def make_segmented_graph(
     if not 0 < edge_probability <= 1:
         raise ValueError(f"edge_probability must be in (0, 1], got {edge_probability}")
     rng = np.random.default_rng(seed)
-    alphas = paper_alphas(n_segments)
-    if proportions is None:
-        proportions = draw_proportions(n_segments, rng)
-    segments = rng.choice(n_segments, size=n_customers, p=proportions)
+    alphas, proportions, segments = draw_segments(n_customers, n_segments, rng, proportions)
     present = rng.random((n_customers, n_items)) < edge_probability
     lonely = ~present.any(axis=1)
     present[lonely, rng.integers(n_items, size=int(lonely.sum()))] = True
     rows, cols = np.nonzero(present)
-    likes = rng.random(len(rows)) < alphas[segments[rows]]
-    edges = pd.DataFrame(
-        {
-            "customer_id": rows,
-            "item_id": cols,
-            "label": np.where(likes, LIKE, DISLIKE).astype(np.int8),
-        }
-    )
-    return SyntheticGraph(edges, segments, alphas, np.asarray(proportions))
+    labels = _draw_labels(alphas[segments[rows]], rng)
+    edges = pd.DataFrame({"customer_id": rows, "item_id": cols, "label": labels})
+    return SyntheticGraph(edges, segments, alphas, proportions)
 
 
 @dataclass(frozen=True)
@@ -104,9 +115,7 @@ def make_synthetic_dataset(
     the per-customer like-rate that separates the planted segments.
     """
     rng = np.random.default_rng(seed)
-    alphas = paper_alphas(n_segments)
-    proportions = draw_proportions(n_segments, rng)
-    segments = rng.choice(n_segments, size=n_customers, p=proportions)
+    alphas, _, segments = draw_segments(n_customers, n_segments, rng)
 
     category = rng.integers(n_categories, size=n_items)
     price = np.round(np.exp(rng.normal(3.0, 0.7, size=n_items)), 2)
@@ -162,9 +171,7 @@ def make_sparse_segmented_graph(
     uniform (customer, item) pairs (repeats are rare and left to the graph's duplicate
     rule). Returns (rows, cols, labels, segments) as arrays."""
     rng = np.random.default_rng(seed)
-    alphas = paper_alphas(n_segments)
-    segments = rng.choice(n_segments, size=n_customers, p=draw_proportions(n_segments, rng))
+    alphas, _, segments = draw_segments(n_customers, n_segments, rng)
     rows = rng.integers(n_customers, size=n_edges)
     cols = rng.integers(n_items, size=n_edges)
-    likes = rng.random(n_edges) < alphas[segments[rows]]
-    return rows, cols, np.where(likes, LIKE, DISLIKE).astype(np.int8), segments
+    return rows, cols, _draw_labels(alphas[segments[rows]], rng), segments

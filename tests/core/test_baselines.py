@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from segmentation_dagster.core import cold_start
 from segmentation_dagster.core.baselines import (
+    CategoryLatentClassEM,
     DemographicSegmenter,
     EmpiricalBayes,
     KMedoidsCosine,
@@ -184,12 +186,54 @@ def test_k_larger_than_customers_is_refused(model):
         model.fit(graph)
 
 
-def test_latent_class_bad_restarts(easy_graph):
+def _opposite_tastes_graph(n_per_group=150, n_items=40, seed=0):
+    """Two groups with the same overall like-rate but opposite tastes in two categories:
+    group 0 likes category 'x' with probability 0.85 and 'y' with 0.15, group 1 the
+    reverse. Each customer rates each item with probability 0.5."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat([0, 1], n_per_group)
+    category = np.where(np.arange(n_items) < n_items // 2, "x", "y")
+    rows, cols = np.nonzero(rng.random((len(group), n_items)) < 0.5)
+    p_like = np.where((group[rows] == 0) == (category[cols] == "x"), 0.85, 0.15)
+    table = pd.DataFrame(
+        {"customer_id": rows, "item_id": cols,
+         "label": np.where(rng.random(len(rows)) < p_like, 1, -1)}
+    )
+    graph = PreferenceGraph.from_edges(table, item_categories=pd.Series(category))
+    return graph, group
+
+
+def test_category_latent_class_separates_tastes_that_one_rate_cannot():
+    graph, group = _opposite_tastes_graph()
+    model = CategoryLatentClassEM(2).fit(graph)
+    assert model.converged_ and list(model.categories_) == ["x", "y"]
+    assert hungarian_accuracy(group, model.labels_) > 0.97
+    # each class has the planted rates, one per category: (0.85, 0.15) and (0.15, 0.85)
+    by_x = model.alpha_[np.argsort(model.alpha_[:, 0])]
+    assert np.allclose(by_x, [[0.15, 0.85], [0.85, 0.15]], atol=0.05)
+    rows = np.arange(graph.n_customers)
+    p = model.predict_proba(rows, np.zeros_like(rows))
+    assert np.allclose(p, model.responsibilities_ @ model.alpha_[:, 0])
+    # with one rate per class the two groups look alike
+    assert hungarian_accuracy(group, LatentClassEM(2).fit(graph).labels_) < 0.75
+
+
+def test_category_latent_class_is_importable_from_cold_start():
+    assert cold_start.CategoryLatentClassEM is CategoryLatentClassEM
+
+
+@pytest.mark.parametrize("model_class", [LatentClassEM, CategoryLatentClassEM])
+def test_latent_class_bad_restarts(model_class):
+    graph, _ = _opposite_tastes_graph(20, 10)
     with pytest.raises(ValueError, match="n_restarts must be >= 1"):
-        LatentClassEM(2, n_restarts=0).fit(easy_graph[0])
+        model_class(2, n_restarts=0).fit(graph)
+    with pytest.raises(ValueError, match="K=41 is larger than the 40 distinct customers"):
+        model_class(41).fit(graph)
 
 
 def test_unfitted_baselines_say_so():
     for model in (LatentClassEM(2), EmpiricalBayes(), PopulationModel()):
         with pytest.raises(ValueError, match="not fitted"):
             model.predict_proba(np.array([0]))
+    with pytest.raises(ValueError, match="not fitted"):
+        CategoryLatentClassEM(2).predict_proba(np.array([0]), np.array([0]))

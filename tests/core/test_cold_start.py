@@ -210,8 +210,11 @@ def test_category_latent_class_matches_latent_class_on_one_category():
     )
     ours = cs.CategoryLatentClassEM(3).fit(graph)
     theirs = LatentClassEM(3).fit(graph)
-    np.testing.assert_allclose(ours.alpha_[:, 0], theirs.alpha_, rtol=1e-6)
-    np.testing.assert_allclose(ours.responsibilities_, theirs.responsibilities_, atol=1e-6)
+    # one EM engine serves both, so with one category the fits are the same to the bit
+    np.testing.assert_array_equal(ours.alpha_[:, 0], theirs.alpha_)
+    np.testing.assert_array_equal(ours.responsibilities_, theirs.responsibilities_)
+    assert ours.log_posterior_ == theirs.log_posterior_
+    assert ours.n_iter_ == theirs.n_iter_
     rows = np.arange(graph.n_customers)
     np.testing.assert_allclose(
         ours.predict_proba(rows, np.zeros_like(rows)), theirs.predict_proba(rows), atol=1e-6

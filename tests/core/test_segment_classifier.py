@@ -98,6 +98,10 @@ def test_edge_features_picks_item_rows_and_columns():
         edge_features(items, np.array([0]))
     with pytest.raises(ValueError, match="range"):
         edge_features(items[["price"]], np.array([3]))
+    with pytest.raises(ValueError, match="item_features must be a 2-D"):
+        edge_features(np.array([1.0, 2.0]), np.array([0]))
+    with pytest.raises(ValueError, match="item_features contains NaN or inf"):
+        edge_features(np.array([[1.0], [np.nan]]), np.array([0]))
 
 
 def test_input_validation():
@@ -110,3 +114,11 @@ def test_input_validation():
         SegmentClassifiers().fit(x, np.full(200, 3), seg)
     with pytest.raises(ValueError, match="not fitted"):
         SegmentClassifiers().predict_proba(x, seg)
+    model = SegmentClassifiers().fit(x, y, seg)
+    bad = x.copy()
+    bad[3, 0] = np.nan
+    for predict in (lambda: model.predict_proba(bad, seg), lambda: model.population_proba(bad)):
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            predict()
+    with pytest.raises(ValueError, match="X must be a 2-D"):
+        model.population_proba(x[:, 0])

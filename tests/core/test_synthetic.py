@@ -7,6 +7,7 @@ import pytest
 
 from segmentation_dagster.core.synthetic import (
     draw_proportions,
+    draw_segments,
     make_segmented_graph,
     make_sparse_segmented_graph,
     make_synthetic_dataset,
@@ -23,6 +24,16 @@ def test_paper_alphas():
 def test_proportions_are_a_distribution():
     q = draw_proportions(7, np.random.default_rng(0))
     assert q.shape == (7,) and q.sum() == pytest.approx(1) and (q > 0).all()
+
+
+def test_draw_segments_follows_given_or_drawn_proportions():
+    rng = np.random.default_rng(0)
+    alphas, q, segments = draw_segments(20000, 3, rng, np.array([0.2, 0.3, 0.5]))
+    assert np.allclose(alphas, paper_alphas(3))
+    assert np.allclose(np.bincount(segments) / len(segments), [0.2, 0.3, 0.5], atol=0.01)
+    _, drawn, segments = draw_segments(20000, 4, np.random.default_rng(1))
+    assert np.allclose(drawn, draw_proportions(4, np.random.default_rng(1)))
+    assert np.allclose(np.bincount(segments) / len(segments), drawn, atol=0.01)
 
 
 def test_segmented_graph_follows_the_model():
