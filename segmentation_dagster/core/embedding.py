@@ -118,6 +118,20 @@ def complete_low_rank(
     return u, y
 
 
+def principal_axes(u: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The r x r map T that turns ALS customer factors U into principal coordinates U T.
+
+    V ~ U Y^T is unchanged by U -> U A, Y -> Y A^-T for any invertible A, so raw factors
+    have an arbitrary basis and scale, and k-means on them can follow a direction that
+    carries little of V. With Y = Q R (Q orthonormal) and the SVD U R^T = P S W^T, the
+    coordinates U R^T W = P S have the same pairwise distances as the completed rows of
+    V, with axes in decreasing order of spread.
+    """
+    r_factor = np.linalg.qr(y)[1]
+    _, _, w_t = np.linalg.svd(u @ r_factor.T, full_matrices=False)
+    return r_factor.T @ w_t.T
+
+
 def _ridge_rows(mask: np.ndarray, values: np.ndarray, basis: np.ndarray, ridge) -> np.ndarray:
     """For each row i: argmin_u sum_observed (v_ib - u . basis_b)^2 + lambda |u|^2."""
     gram = np.einsum("ib,br,bs->irs", mask, basis, basis) + ridge

@@ -13,7 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from .clustering import SegmentClusterer, as_2d, check_n_segments, renumber_by
-from .embedding import _ridge_rows, complete_low_rank, embed, embed_by_category
+from .embedding import (
+    _ridge_rows,
+    complete_low_rank,
+    embed,
+    embed_by_category,
+    principal_axes,
+)
 from .graph import LIKE, PreferenceGraph
 from .pooled import make_pooled_model
 
@@ -114,13 +120,15 @@ class ModelEmbeddingSegmenter(HardSegmenter):
             u, self.category_factors_ = complete_low_rank(
                 scores, self.category_rank, random_state=self.random_state
             )
-            return u
+            self.category_axes_ = principal_axes(u, self.category_factors_)
+            return u @ self.category_axes_
         if not np.array_equal(categories, self.categories_):
             scores = _align_columns(scores, categories, self.categories_)
         observed = np.isfinite(scores)
         ridge = 0.1 * np.eye(self.category_rank)
         filled = np.where(observed, scores, 0.0)
-        return _ridge_rows(observed.astype(float), filled, self.category_factors_, ridge)
+        u = _ridge_rows(observed.astype(float), filled, self.category_factors_, ridge)
+        return u @ self.category_axes_
 
     def transform(self, graph: PreferenceGraph) -> np.ndarray:
         """Embed NEW customers under the stored pooled model (no refit).
