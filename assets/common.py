@@ -39,7 +39,9 @@ class SplitGraphs:
     dataset: str
 
 
-def load_split_graphs(store: DuckDBStore) -> SplitGraphs:
+def load_split_graphs(store: DuckDBStore, fit_splits: tuple[str, ...] = ("train",)) -> SplitGraphs:
+    """The graph of the ``fit_splits`` edges (every customer has a train edge, so all are
+    rows), with validation and test edges indexed like it."""
     edges = store.query("SELECT customer_id, item_id, label, split FROM edge_split")
     categories = store.query(
         "SELECT DISTINCT e.item_id, coalesce(CAST(i.category AS VARCHAR), 'unknown') AS category "
@@ -49,7 +51,7 @@ def load_split_graphs(store: DuckDBStore) -> SplitGraphs:
     customers = np.sort(edges["customer_id"].unique())
     items = np.sort(edges["item_id"].unique())
     train = PreferenceGraph.from_edges(
-        edges[edges["split"] == "train"],
+        edges[edges["split"].isin(fit_splits)],
         item_categories=categories,
         customer_ids=customers,
         item_ids=items,
