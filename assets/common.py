@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -80,10 +81,8 @@ def item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray:
     parts = [numeric.fillna(0.0)]
     if "category" in items and items["category"].notna().any():
         parts.append(pd.get_dummies(items["category"].astype("string"), dtype=float))
-    features = pd.concat(parts, axis=1).to_numpy(dtype=float)
-    if features.shape[1] == 0:
-        raise ValueError("raw_items has no numeric feature column and no category")
-    return features
+    # (n_items, 0) when the source has no item file: callers add learned columns
+    return pd.concat(parts, axis=1).to_numpy(dtype=float).reshape(len(items), -1)
 
 
 def figure_metadata(figure, name: str) -> tuple[dg.MetadataValue, Path]:
@@ -93,6 +92,7 @@ def figure_metadata(figure, name: str) -> tuple[dg.MetadataValue, Path]:
     path = folder / f"{name}.png"
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)  # a long-lived Dagster process would otherwise keep every figure
     path.write_bytes(buffer.getvalue())
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{encoded})"), path

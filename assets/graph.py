@@ -8,7 +8,8 @@ from .common import MethodSettings, markdown_table
 
 
 @dg.asset(
-    deps=["raw_interactions"],
+    # every raw table: a failing blocking check on any of them must stop the graph
+    deps=["raw_interactions", "raw_items", "raw_customers"],
     group_name="graph",
     kinds={"sql", "duckdb"},
 )

@@ -127,6 +127,8 @@ def build_method_asset(method: str, description: str, factory: MethodFactory):
         segmenter = factory(duckdb, method_settings, k, split)
         if segmenter is None:
             duckdb.write_table(f"method_scores_{method}", pd.DataFrame(columns=SCORE_COLUMNS))
+            # a previous run's segments must not be mistaken for this run's
+            duckdb.execute(f'DROP TABLE IF EXISTS "segments_{method}"')
             return dg.MaterializeResult(
                 metadata={"skipped": "the data do not support this method", "chosen_k": k}
             )

@@ -52,7 +52,8 @@ def load_purchase_matrix(duckdb: DuckDBStore, binary: bool):
                            binary=binary)
 
 
-@dg.asset(deps=["raw_interactions"], group_name="nmf", kinds={"sql", "duckdb"})
+@dg.asset(deps=["raw_interactions", "raw_items", "raw_customers"], group_name="nmf",
+          kinds={"sql", "duckdb"})
 def purchase_counts(duckdb: DuckDBStore, nmf_settings: NMFSettings) -> dg.MaterializeResult:
     """Interactions per (customer, item): the purchase matrix V in long form
     (dbt_like_sql/purchase_counts.sql). On MovieLens a rating counts as an interaction."""

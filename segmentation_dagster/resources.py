@@ -69,6 +69,11 @@ class DuckDBStore(dg.ConfigurableResource):
         with self.connect() as con:
             return con.execute(sql, parameters or {}).df()
 
+    def execute(self, sql: str) -> None:
+        """Run a statement that returns no rows (DROP, DELETE, ...)."""
+        with self.connect() as con:
+            con.execute(sql)
+
     def run_model(self, model: str, parameters: dict | None = None) -> int:
         """Run ``dbt_like_sql/<model>.sql`` (a CREATE OR REPLACE of table <model>) and
         return the row count of the table it builds."""

@@ -189,10 +189,13 @@ def _numeric(frame: pd.DataFrame, column: str, path: str) -> pd.Series:
 
 
 def _ids(values: pd.Series) -> pd.Series:
-    """Ids as strings; missing ids stay missing (the input checks report them)."""
+    """Ids as strings; missing ids stay missing (the input checks report them).
+
+    Only a float column is read as numbers: 12.0 and 12 are one id when a CSV column
+    of integers with a gap was read as float. Text ids ("007", "1e3") stay as written.
+    """
     out = values.astype("string")
-    # 12.0 and 12 are the same id when a CSV column with a gap was read as float
-    as_float = pd.to_numeric(values, errors="coerce")
-    integral = as_float.notna() & np.isclose(as_float.fillna(0) % 1, 0)
-    out[integral] = as_float[integral].astype("int64").astype("string")
+    if pd.api.types.is_float_dtype(values):
+        integral = values.notna() & np.isclose(values.fillna(0) % 1, 0)
+        out[integral] = values[integral].astype("int64").astype("string")
     return out.astype(object).where(values.notna(), None)

@@ -122,9 +122,9 @@ class FeatureLogistic(_ItemTableModel):
 
     def fit(self, graph: PreferenceGraph) -> FeatureLogistic:
         features = np.asarray(self.item_features, dtype=float)
-        if features.ndim != 2 or features.shape[0] != graph.n_items:
+        if features.ndim != 2 or features.shape[0] != graph.n_items or features.shape[1] == 0:
             raise ValueError(
-                f"item_features must have shape (n_items={graph.n_items}, f); "
+                f"item_features must have shape (n_items={graph.n_items}, f >= 1); "
                 f"got {features.shape}"
             )
         if not np.isfinite(features).all():

@@ -177,7 +177,8 @@ def segment_auc_table(
                 "slice": name,
                 "auc_segment": a_seg,
                 "auc_population": a_pop,
-                "improvement_pct": 100.0 * (a_seg - a_pop) / a_pop,
+                # NaN, not a crash, where the population AUC is 0 or undefined
+                "improvement_pct": 100.0 * (a_seg - a_pop) / a_pop if a_pop > 0 else np.nan,
                 "n_test": int(mask.sum()),
             }
         )

@@ -122,3 +122,12 @@ def test_input_validation():
             predict()
     with pytest.raises(ValueError, match="X must be a 2-D"):
         model.population_proba(x[:, 0])
+
+
+def test_improvement_is_nan_where_population_auc_is_zero():
+    # the population ranks every test edge exactly wrong: AUC 0, so no relative gain
+    y = np.array([1, 1, -1, -1])
+    p_population = np.array([0.1, 0.2, 0.8, 0.9])
+    table = segment_auc_table(y, np.array([0.9, 0.8, 0.1, 0.2]), p_population, np.zeros(4))
+    assert table.loc[0, "auc_population"] == 0.0
+    assert np.isnan(table.loc[0, "improvement_pct"])
