@@ -12,7 +12,8 @@ from .methods import COMPARISON_EXPERIMENT, METHODS
 
 @dg.asset(
     deps=[f"method_{name}" for name in METHODS]
-    + ["segment_classifiers", "cold_start_evaluation", "segment_recommendations"],
+    + ["segment_classifiers", "cold_start_evaluation", "segment_recommendations",
+       "method_unicon"],
     group_name="comparison",
     kinds={"sql", "duckdb", "mlflow"},
 )

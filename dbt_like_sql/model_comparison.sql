@@ -12,6 +12,7 @@ FROM (
     UNION ALL BY NAME SELECT * FROM method_scores_spectral
     UNION ALL BY NAME SELECT * FROM method_scores_nmf
     UNION ALL BY NAME SELECT * FROM method_scores_nmf_recommendation
+    UNION ALL BY NAME SELECT * FROM method_scores_unicon
     UNION ALL BY NAME SELECT * FROM segment_classifier_scores
     UNION ALL BY NAME SELECT * FROM cold_start_scores
 )

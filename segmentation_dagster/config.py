@@ -7,6 +7,7 @@ import os
 from assets.cold_start import ColdStartSettings
 from assets.common import MethodSettings
 from assets.nmf import NMFSettings
+from assets.unicon import UniconSettings
 
 from . import settings
 from .checks import InputRules
@@ -36,6 +37,7 @@ def build_resources(home: str | None = None, **overrides) -> dict:
         "input_rules": InputRules(),
         "cold_start_settings": ColdStartSettings(),
         "nmf_settings": NMFSettings(),
+        "unicon_settings": UniconSettings(),
     }
     resources.update(overrides)
     return resources

@@ -12,6 +12,7 @@ from assets import (
     methods,
     nmf,
     segments,
+    unicon,
 )
 
 from .automation import daily_refresh, new_files_sensor, segmentation_job
@@ -20,7 +21,8 @@ from .config import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
-        [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start, nmf]
+        [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start, nmf,
+         unicon]
     ),
     asset_checks=[*input_checks, *output_checks],
     jobs=[segmentation_job],

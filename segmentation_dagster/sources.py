@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core.synthetic import make_synthetic_dataset
+from .core.sequence.synthetic import make_behaviour_dataset
 
 INTERACTION_COLUMNS = ["customer_id", "item_id", "value", "event", "timestamp"]
 LABEL_RULES = ("own_mean", "positive")
@@ -63,7 +63,7 @@ def load_source(
 
 
 def _synthetic(n_customers: int, n_items: int, n_segments: int, seed: int) -> SourceTables:
-    data = make_synthetic_dataset(n_customers, n_items, n_segments, seed=seed)
+    data = make_behaviour_dataset(n_customers, n_items, n_segments, seed=seed)
     interactions = data.interactions.assign(
         customer_id=lambda d: d["customer_id"].astype(str),
         item_id=lambda d: d["item_id"].astype(str),

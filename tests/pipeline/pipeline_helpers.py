@@ -39,6 +39,8 @@ EXPECTED_ASSETS = {
     "cold_start_evaluation", "case_study_report",
     "purchase_counts", "nmf_rank_selection", "customer_nmf_scores", "product_nmf_scores",
     "product_segments", "segment_bundles", "segment_recommendations",
+    "customer_sequences", "unicon_model", "consumer_embeddings", "behaviour_segments",
+    "unicon_evaluation", "lookalike_audience", "method_unicon",
 }
 RAW_ASSETS = ("raw_interactions", "raw_items", "raw_customers", "ground_truth_segments")
 INPUT_CHECKS = {

@@ -51,7 +51,8 @@ def test_synthetic_source_has_the_four_tables_and_the_truth() -> None:
     assert pd.api.types.is_datetime64_any_dtype(interactions["timestamp"])
     assert {"category", "price", "quality"} <= set(tables.items.columns)
     assert {"age", "gender"} <= set(tables.customers.columns)
-    assert list(tables.truth.columns) == ["customer_id", "segment"]
+    assert list(tables.truth.columns)[:2] == ["customer_id", "segment"]
+    assert "behaviour_segment" in tables.truth.columns  # planted for UNICON
     assert len(tables.truth) == len(tables.customers) == 200
     assert len(tables.items) == 50
     assert tables.truth["segment"].nunique() == 3
