@@ -120,13 +120,13 @@ def score_rows(
 
 def recovery_rows(
     dataset: str, method: str, truth: np.ndarray, labels: np.ndarray, n_segments: int,
-    seconds: float,
+    seconds: float, slice_name: str = "all",
 ) -> list[dict]:
     """Recovery of planted segments (synthetic data): Hungarian-matched accuracy and ARI.
 
     Matching, not the paper's sorting rule, because the chosen K may differ from the truth.
     """
-    base = dict(dataset=dataset, task="recovery", slice="all", method=method,
+    base = dict(dataset=dataset, task="recovery", slice=slice_name, method=method,
                 n_segments=n_segments, seconds=seconds)
     return [
         {**base, "metric": "accuracy", "value": hungarian_accuracy(truth, labels)},

@@ -552,10 +552,10 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings
         planted = planted.reindex(pd.Index(data.customer_ids))
         known = planted.notna().to_numpy()
         planted = planted.to_numpy()
+        # the segmentation methods (model_embedding, nmf, ...) score themselves on the
+        # behavioural truth in their own assets (assets/methods.py)
         candidates = [("unicon", labels, segment_seconds),
                       ("bag_of_categories", bag_segmenter.labels_, bag_seconds)]
-        if alpha is not None:
-            candidates.append(("model_embedding", alpha, float("nan")))
         for method, predicted, seconds in candidates:
             rows_known = known & (predicted >= 0)
             truth_values = planted[rows_known].astype(int)

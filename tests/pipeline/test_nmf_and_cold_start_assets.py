@@ -83,6 +83,20 @@ def test_nmf_joins_the_recovery_comparison(good_run) -> None:
     assert np.isfinite(rows["value"]).all()
 
 
+def test_nmf_recovers_what_customers_buy(good_run) -> None:
+    """The synthetic source plants behaviour segments (which categories customers buy)
+    independently of the like-rate segments: NMF sees items and should find the former,
+    the alpha-embedding sees only like-rates and should not."""
+    rows = read_table(
+        good_run.home,
+        "SELECT method, value FROM model_comparison WHERE task = 'recovery' "
+        "AND slice = 'behaviour_segments' AND metric = 'ari'",
+    ).set_index("method")["value"]
+    print(rows.to_dict())
+    assert rows["nmf"] > 0.5
+    assert rows["nmf"] > rows["model_embedding"] + 0.3
+
+
 def test_cold_start_is_skipped_without_genres(good_run) -> None:
     assert read_table(good_run.home, "SELECT count(*) AS n FROM cold_start_scores")["n"][0] == 0
 
