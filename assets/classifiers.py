@@ -20,6 +20,7 @@ from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 from .common import (
     MethodSettings,
     SplitGraphs,
+    chosen_k,
     figure_metadata,
     item_features,
     load_split_graphs,
@@ -64,7 +65,7 @@ def segment_classifiers(
     rows, cols, labels = split.train.edges()
     test_rows, test_cols, test_labels = split.test
     x_train, x_test = edge_features(features, cols), edge_features(features, test_cols)
-    k = int(duckdb.query("SELECT k FROM k_selection WHERE chosen").iloc[0, 0])
+    k = chosen_k(duckdb)
     embedding_segments = ModelEmbeddingSegmenter(
         k, pooled="features", pooled_kwargs={"item_features": features},
         random_state=method_settings.seed,
@@ -72,9 +73,8 @@ def segment_classifiers(
     duckdb.write_table("classifier_segments", pd.DataFrame(
         {"customer_id": split.train.customer_ids, "segment": embedding_segments}))
     segmentations = {"model_embedding": embedding_segments}
-    demographic = duckdb.read_table("segments_demographic") if duckdb.query(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = "
-        "'segments_demographic'").iloc[0, 0] else None
+    demographic = (duckdb.read_table("segments_demographic")
+                   if duckdb.table_exists("segments_demographic") else None)
     if demographic is not None and len(demographic):
         segmentations["demographic"] = (
             demographic.set_index("customer_id")["segment"]

@@ -27,7 +27,7 @@ from segmentation_dagster.core.nmf import NMFSegmenter
 from segmentation_dagster.core.plots import bar_chart, embedding_density
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 
-from .common import figure_metadata, markdown_table
+from .common import figure_metadata, markdown_table, source_info
 from .methods import SCORE_COLUMNS
 
 COLD_START_EXPERIMENT = "cold_start"
@@ -61,7 +61,7 @@ def cold_start_evaluation(
     multi-genre partially specified model (Table 8). Rows go to ``cold_start_scores``."""
     items = duckdb.read_table("raw_items")
     genres = _applicable(items, cold_start_settings.genres)
-    dataset = duckdb.query("SELECT dataset FROM source_info").iloc[0, 0]
+    dataset = source_info(duckdb, "dataset")
     empty = pd.DataFrame(columns=SCORE_COLUMNS)
     if not genres:
         duckdb.write_table("cold_start_scores", empty)

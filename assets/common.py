@@ -40,6 +40,16 @@ class SplitGraphs:
     dataset: str
 
 
+def source_info(store: DuckDBStore, column: str) -> str:
+    """The source's ``dataset`` name or ``label_rule``, written by the ingest asset."""
+    return str(store.query(f"SELECT {column} FROM source_info").iloc[0, 0])
+
+
+def chosen_k(store: DuckDBStore, table: str = "k_selection") -> int:
+    """The K (or NMF rank) marked chosen in a selection table."""
+    return int(store.query(f"SELECT k FROM {table} WHERE chosen").iloc[0, 0])
+
+
 def load_split_graphs(store: DuckDBStore, fit_splits: tuple[str, ...] = ("train",)) -> SplitGraphs:
     """The graph of the ``fit_splits`` edges (every customer has a train edge, so all are
     rows), with validation and test edges indexed like it."""
@@ -48,7 +58,7 @@ def load_split_graphs(store: DuckDBStore, fit_splits: tuple[str, ...] = ("train"
         "SELECT DISTINCT e.item_id, coalesce(CAST(i.category AS VARCHAR), 'unknown') AS category "
         "FROM edge_split e LEFT JOIN raw_items i USING (item_id)"
     ).set_index("item_id")["category"]
-    dataset = store.query("SELECT dataset FROM source_info").iloc[0, 0]
+    dataset = source_info(store, "dataset")
     customers = np.sort(edges["customer_id"].unique())
     items = np.sort(edges["item_id"].unique())
     train = PreferenceGraph.from_edges(

@@ -4,7 +4,7 @@ import dagster as dg
 
 from segmentation_dagster.resources import DuckDBStore
 
-from .common import MethodSettings, markdown_table
+from .common import MethodSettings, markdown_table, source_info
 
 
 @dg.asset(
@@ -19,7 +19,7 @@ def preference_edges(duckdb: DuckDBStore) -> dg.MaterializeResult:
     One edge per (customer, item), the latest observation winning; like (+1) / dislike (-1)
     by the source's label rule.
     """
-    rule = duckdb.query("SELECT label_rule FROM source_info").iloc[0, 0]
+    rule = source_info(duckdb, "label_rule")
     rows = duckdb.run_model("preference_edges", {"label_rule": rule})
     stats = duckdb.query(
         "SELECT count(DISTINCT customer_id) AS customers, count(DISTINCT item_id) AS items, "

@@ -29,6 +29,7 @@ from .common import (
     MethodSettings,
     SplitGraphs,
     Stopwatch,
+    chosen_k,
     item_features,
     load_split_graphs,
     markdown_table,
@@ -54,10 +55,6 @@ def demographic_attributes(duckdb: DuckDBStore) -> pd.DataFrame | None:
             if customers[name].dtype == object and customers[name].nunique() <= 20:
                 columns[name] = customers[name]
     return pd.DataFrame(columns) if columns else None
-
-
-def _chosen_k(duckdb: DuckDBStore) -> int:
-    return int(duckdb.query("SELECT k FROM k_selection WHERE chosen").iloc[0, 0])
 
 
 MethodFactory = Callable[[DuckDBStore, MethodSettings, int, SplitGraphs], object | None]
@@ -123,7 +120,7 @@ def build_method_asset(method: str, description: str, factory: MethodFactory):
         method_settings: MethodSettings,
     ) -> dg.MaterializeResult:
         split = load_split_graphs(duckdb)
-        k = _chosen_k(duckdb)
+        k = chosen_k(duckdb)
         segmenter = factory(duckdb, method_settings, k, split)
         if segmenter is None:
             duckdb.write_table(f"method_scores_{method}", pd.DataFrame(columns=SCORE_COLUMNS))

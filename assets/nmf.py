@@ -27,7 +27,7 @@ from segmentation_dagster.core.recommend import (
 )
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 
-from .common import figure_metadata, markdown_table
+from .common import chosen_k, figure_metadata, markdown_table, source_info
 from .methods import SCORE_COLUMNS
 
 NMF_EXPERIMENT = "nmf_rank"
@@ -57,7 +57,7 @@ def load_purchase_matrix(duckdb: DuckDBStore, binary: bool):
 def purchase_counts(duckdb: DuckDBStore, nmf_settings: NMFSettings) -> dg.MaterializeResult:
     """Interactions per (customer, item): the purchase matrix V in long form
     (dbt_like_sql/purchase_counts.sql). On MovieLens a rating counts as an interaction."""
-    rule = duckdb.query("SELECT label_rule FROM source_info").iloc[0, 0]
+    rule = source_info(duckdb, "label_rule")
     rows = duckdb.run_model("purchase_counts", {"label_rule": rule})
     matrix = load_purchase_matrix(duckdb, nmf_settings.binary)
     return dg.MaterializeResult(metadata={
@@ -140,7 +140,7 @@ def _scores_frame(ids: np.ndarray, id_name: str, scores: np.ndarray,
 def nmf_factorisation(duckdb: DuckDBStore, nmf_settings: NMFSettings):
     """Fit NMF at the chosen rank on the sparse purchase matrix, then write the customer
     and product scores, hard segments and bundles, with block-ordered heatmaps."""
-    chosen = int(duckdb.query("SELECT k FROM nmf_rank_selection WHERE chosen").iloc[0, 0])
+    chosen = chosen_k(duckdb, "nmf_rank_selection")
     matrix = load_purchase_matrix(duckdb, nmf_settings.binary)
     model = CoSegmentation(chosen, nmf_settings.loss, nmf_settings.init,
                            nmf_settings.seed).fit(matrix)
@@ -192,8 +192,8 @@ def segment_recommendations(
     and against segment popularity within the model-embedding segments."""
     counts = duckdb.read_table("purchase_counts")
     counts = counts[counts["interactions"] > 0]
-    dataset = duckdb.query("SELECT dataset FROM source_info").iloc[0, 0]
-    chosen = int(duckdb.query("SELECT k FROM nmf_rank_selection WHERE chosen").iloc[0, 0])
+    dataset = source_info(duckdb, "dataset")
+    chosen = chosen_k(duckdb, "nmf_rank_selection")
     _, test_mask = leave_out_split(counts["customer_id"], counts["item_id"], 0.2,
                                    nmf_settings.seed)
     held = held_out_matrices(counts["customer_id"], counts["item_id"], test_mask)

@@ -11,7 +11,7 @@ from segmentation_dagster.core.plots import embedding_density
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 
-from .common import MethodSettings, figure_metadata, load_split_graphs, markdown_table
+from .common import MethodSettings, chosen_k, figure_metadata, load_split_graphs, markdown_table
 
 SEGMENTS_EXPERIMENT = "segments"
 
@@ -34,7 +34,7 @@ def customer_segments(
     so a failed run never leaves half a segmentation and past runs stay queryable.
     """
     split = load_split_graphs(duckdb)
-    chosen = int(duckdb.query("SELECT k FROM k_selection WHERE chosen").iloc[0, 0])
+    chosen = chosen_k(duckdb)
     values = duckdb.read_table("customer_embeddings").set_index("customer_id")
     embedding = values["embedding"].reindex(split.train.customer_ids).to_numpy()
     segmenter = ModelEmbeddingSegmenter(chosen, random_state=method_settings.seed)

@@ -53,7 +53,7 @@ from segmentation_dagster.core.sequence.train import (
 )
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker
 
-from .common import figure_metadata, markdown_table
+from .common import figure_metadata, markdown_table, source_info
 from .methods import COMPARISON_EXPERIMENT, SCORE_COLUMNS
 
 UNICON_EXPERIMENT = "unicon"
@@ -135,17 +135,6 @@ def _model_path() -> Path:
 
 def _segmenter_path() -> Path:
     return _models_folder() / "unicon_behaviour_segments.npz"
-
-
-def _dataset(duckdb: DuckDBStore) -> str:
-    return str(duckdb.query("SELECT dataset FROM source_info").iloc[0, 0])
-
-
-def _table_exists(duckdb: DuckDBStore, name: str) -> bool:
-    return bool(duckdb.query(
-        "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = $t",
-        {"t": name},
-    ).iloc[0, 0])
 
 
 def _scores(rows: list[dict]) -> pd.DataFrame:
@@ -284,7 +273,7 @@ def unicon_model(
     (full ranking; seen items excluded when no customer repeats an item). Logged to MLflow
     as a model with its training curve; saved in the state folder for the next assets."""
     sequences, items, customers = _load_inputs(duckdb)
-    dataset = _dataset(duckdb)
+    dataset = source_info(duckdb, "dataset")
     vocabulary = build_vocabulary(sequences, items, customers)
     encoded = encode_sequences(sequences, vocabulary, customers)
     data = encoded.data
@@ -504,7 +493,7 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings
       customers and those with few events (the shortest quarter of histories).
     """
     s = unicon_settings
-    dataset = _dataset(duckdb)
+    dataset = source_info(duckdb, "dataset")
     model = NextItemModel.load(_model_path())
     vocabulary = model.vocabulary_
     data = _encode_all(duckdb, vocabulary).data
@@ -537,7 +526,7 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings
     rows += _segment_rows(dataset, "bag_of_categories", bag_segmenter.labels_, similarity,
                           first, second, bag_seconds)
     alpha = None
-    if _table_exists(duckdb, "customer_segments"):
+    if duckdb.table_exists("customer_segments"):
         alpha_table = duckdb.read_table("customer_segments").set_index("customer_id")
         alpha = alpha_table["segment"].reindex(pd.Index(data.customer_ids))
         alpha = alpha.fillna(-1).astype(int).to_numpy()
@@ -696,7 +685,7 @@ def lookalike_audience(
     and recall compare like with like) and by average precision.
     """
     s = unicon_settings
-    dataset = _dataset(duckdb)
+    dataset = source_info(duckdb, "dataset")
     rule = business_rule(duckdb, s, dataset)
     empty_audience = pd.DataFrame({"customer_id": pd.Series(dtype=str),
                                    "score": pd.Series(dtype=float),
@@ -873,7 +862,7 @@ def method_unicon(
     recovery, behaviour_segments, recommendation and lookalike, with their baselines."""
     rows = duckdb.run_model("method_scores_unicon")
     table = duckdb.read_table("method_scores_unicon")
-    dataset = table["dataset"].iloc[0] if len(table) else _dataset(duckdb)
+    dataset = table["dataset"].iloc[0] if len(table) else source_info(duckdb, "dataset")
     with mlflow_tracker.run(COMPARISON_EXPERIMENT, "unicon", context,
                             tags={"method": "unicon", "dataset": dataset}) as run:
         mlflow.log_params({"method": "unicon"})

@@ -69,6 +69,12 @@ class DuckDBStore(dg.ConfigurableResource):
         with self.connect() as con:
             return con.execute(sql, parameters or {}).df()
 
+    def table_exists(self, name: str) -> bool:
+        return bool(self.query(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = $name",
+            {"name": name},
+        ).iloc[0, 0])
+
     def execute(self, sql: str) -> None:
         """Run a statement that returns no rows (DROP, DELETE, ...)."""
         with self.connect() as con:

@@ -1,9 +1,9 @@
 """Synthetic customers with planted *behavioural* segments and a latent affinity.
 
-The pipeline's default source (:func:`segmentation_dagster.core.synthetic.make_synthetic_dataset`)
-plants like-rate segments but draws items uniformly at random at random times, so it has
-no behaviour over time to find. This generator keeps its like-rate segments (the paper's
-alphas, so every other method is scored as before) and adds:
+:func:`segmentation_dagster.core.synthetic.make_synthetic_dataset` plants like-rate
+segments but draws items uniformly at random at random times, so it has no behaviour over
+time to find. This generator, the pipeline's default source, keeps its like-rate
+segments (the paper's alphas, so every other method is scored as before) and adds:
 
 - **behavioural segments**: each prefers a few item categories and moves between them
   in a typical order (a Markov chain over categories). Segments come in pairs that share
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..synthetic import draw_proportions, paper_alphas
+from ..synthetic import draw_segments
 
 PREMIUM_PRICE = 50.0
 # The business rule that goes with this generator (see lookalike.RuleSpec)
@@ -115,8 +115,7 @@ def make_behaviour_dataset(
             f"got {n_customers} customers and {n_items} items"
         )
     rng = np.random.default_rng(seed)
-    alphas = paper_alphas(n_segments)
-    segments = rng.choice(n_segments, size=n_customers, p=draw_proportions(n_segments, rng))
+    alphas, _, segments = draw_segments(n_customers, n_segments, rng)
     behaviour = rng.integers(n_behaviour_segments, size=n_customers)
 
     # items: every category gets regular and (about 15 %) premium items
