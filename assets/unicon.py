@@ -87,6 +87,8 @@ class UniconSettings(dg.ConfigurableResource):
     patience: int = 3
     threads: int = 2
     seed: int = 0
+    # "auto": a CUDA GPU when the installed torch build sees one, else the CPU
+    device: str = "auto"
     # data-driven segments
     k_min: int = 2
     k_max: int = 8
@@ -117,7 +119,7 @@ class UniconSettings(dg.ConfigurableResource):
             d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers,
             dropout=self.dropout, learning_rate=self.learning_rate,
             batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
-            seed=self.seed, threads=self.threads,
+            seed=self.seed, threads=self.threads, device=self.device,
         )
         values.update(overrides)
         return UniconConfig(**values)
@@ -331,6 +333,7 @@ def unicon_model(
             "best_epoch": model.best_epoch_,
             "epochs": len(model.history_),
             "train_seconds": seconds,
+            "device": str(model.device_),
             "parameters": sum(p.numel() for p in model.network_.parameters()),
             "customers": len(data),
             "customers_without_target": int((split.test_targets == 0).sum()),

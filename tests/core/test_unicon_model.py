@@ -27,7 +27,11 @@ from segmentation_dagster.core.sequence.model import (
     UniconNetwork,
 )
 from segmentation_dagster.core.sequence.synthetic import make_behaviour_dataset
-from segmentation_dagster.core.sequence.train import NextItemModel, UniconConfig
+from segmentation_dagster.core.sequence.train import (
+    NextItemModel,
+    UniconConfig,
+    resolve_device,
+)
 
 TINY = UniconConfig(d_model=16, n_heads=2, n_layers=1, dropout=0.1, learning_rate=5e-3,
                     max_epochs=3, patience=3, threads=1, batch_size=64)
@@ -164,6 +168,40 @@ def test_saved_model_embeds_the_same(small, tmp_path) -> None:
     loaded = NextItemModel.load(tmp_path / "model.pt")
     np.testing.assert_allclose(loaded.embed(data), model.embed(data), rtol=1e-6, atol=1e-6)
     assert loaded.vocabulary_.events == vocabulary.events
+
+
+def test_device_auto_takes_a_gpu_only_when_torch_sees_one() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(small) -> None:
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+    vocabulary, data = small
+    with pytest.raises(ValueError, match="'cuda:0'"):
+        NextItemModel(UniconConfig(**{**vars(TINY), "device": "cuda:0"})).fit(
+            leave_last_out(data).train, vocabulary)
+
+
+@pytest.mark.parametrize("name", ["tpu", "not a device", "meta"])
+def test_unknown_devices_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=repr(name)):
+        resolve_device(name)
+
+
+def test_a_saved_model_loads_on_the_device_asked_for(small, tmp_path) -> None:
+    vocabulary, data = small
+    model = NextItemModel(UniconConfig(**{**vars(TINY), "device": "cpu"})).fit(
+        leave_last_out(data).train, vocabulary)
+    assert model.device_ == torch.device("cpu")
+    model.save(tmp_path / "model.pt")
+    loaded = NextItemModel.load(tmp_path / "model.pt", device="auto")
+    assert loaded.config.device == "auto"
+    assert next(loaded.network_.parameters()).device == resolve_device("auto")
+    np.testing.assert_allclose(loaded.embed(data), model.embed(data), rtol=1e-5, atol=1e-5)
 
 
 def test_rank_and_top_k_exclude_seen_items_and_break_ties_by_code() -> None:

@@ -3,6 +3,11 @@
 Both are seeded and deterministic on CPU: :func:`torch_session` fixes the seed, the
 thread count and ``torch.use_deterministic_algorithms(True)`` for the duration of a fit
 and restores them afterwards (the pipeline runs many assets in one process).
+
+``UniconConfig.device`` picks where the network runs: ``"auto"`` (the default) takes the
+first CUDA GPU when the installed torch build sees one, else the CPU; ``"cpu"``,
+``"cuda"`` or ``"cuda:1"`` ask for one. On a GPU, results are seeded but not bit-for-bit
+reproducible: some CUDA kernels have no deterministic version, so determinism only warns.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +45,49 @@ class UniconConfig:
     eval_k: int = 10
     # inference batch (no gradients, so larger)
     inference_batch_size: int = 512
+    device: str = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: the first CUDA GPU if torch sees one, else the CPU; otherwise the device
+    named, which must exist (a CUDA request on a CPU-only torch build is an error, not a
+    silent fall-back to a much slower run)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown torch device {name!r}: use 'auto', 'cpu' or 'cuda[:n]'") \
+            from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} was asked for, but this torch build "
+                f"({torch.__version__}) sees no CUDA GPU; install the CUDA wheel (README) "
+                "or use device='auto'"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"device {name!r} is not supported: use 'auto', 'cpu' or 'cuda[:n]'")
+    return device
 
 
 @contextlib.contextmanager
-def torch_session(seed: int | None, threads: int) -> Iterator[None]:
+def torch_session(seed: int | None, threads: int,
+                  device: torch.device | None = None) -> Iterator[None]:
     """Seed (unless None: inference needs none, and re-seeding in the middle of training
     would replay the same dropout masks), thread count and deterministic algorithms for a
     block; the thread count and the deterministic flag are restored after."""
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.set_num_threads(max(int(threads), 1))
-    torch.use_deterministic_algorithms(True)
+    # CUDA has ops without a deterministic kernel (and cuBLAS needs an environment
+    # variable set before start-up): there determinism is asked for but only warns
+    on_gpu = device is not None and device.type == "cuda"
+    torch.use_deterministic_algorithms(True, warn_only=on_gpu)
     # filling every new tensor with NaN (a debugging aid of deterministic mode) cost ~20 %
     # of inference time and changes no result
     torch.utils.deterministic.fill_uninitialized_memory = False
@@ -61,18 +97,18 @@ def torch_session(seed: int | None, threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous_threads)
-        torch.use_deterministic_algorithms(previous_deterministic)
+        torch.use_deterministic_algorithms(previous_deterministic,
+                                           warn_only=previous_warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = previous_fill
 
 
-def _batch(data: SequenceData, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """Tensors for ``rows``, cropped to the longest of them."""
+def _batch(data: SequenceData, rows: np.ndarray,
+           device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    """Tensors for ``rows`` on ``device``, cropped to the longest of them."""
     width = max(int(data.lengths[rows].max(initial=1)), 1)
-    items = torch.from_numpy(data.items[rows, :width].astype(np.int64))
-    events = torch.from_numpy(data.events[rows, :width].astype(np.int64))
-    features = torch.from_numpy(data.features[rows].astype(np.int64))
-    lengths = torch.from_numpy(data.lengths[rows].astype(np.int64))
-    return items, events, features, lengths
+    arrays = (data.items[rows, :width], data.events[rows, :width], data.features[rows],
+              data.lengths[rows])
+    return tuple(torch.from_numpy(a.astype(np.int64)).to(device) for a in arrays)
 
 
 def _shuffled_batches(lengths: np.ndarray, rows: np.ndarray, size: int,
@@ -137,9 +173,10 @@ class NextItemModel:
         max_len = max(int(max_len or train.max_len), train.max_len, 1)
         if validation is not None and validation[0].max_len > max_len:
             max_len = validation[0].max_len
-        with torch_session(c.seed, c.threads):
+        device = resolve_device(c.device)
+        with torch_session(c.seed, c.threads, device):
             self.network_ = UniconNetwork(vocabulary, max_len, c.d_model, c.n_heads,
-                                          c.n_layers, c.dropout)
+                                          c.n_layers, c.dropout).to(device)
             optimiser = torch.optim.AdamW(self.network_.parameters(), lr=c.learning_rate,
                                           weight_decay=c.weight_decay)
             rng = np.random.default_rng(c.seed)
@@ -177,7 +214,7 @@ class NextItemModel:
         network = self.network_.train()
         total, tokens = 0.0, 0
         for rows in _shuffled_batches(train.lengths, trainable, self.config.batch_size, rng):
-            items, events, features, _ = _batch(train, rows)
+            items, events, features, _ = _batch(train, rows, self.device_)
             hidden = network(items, events, features)
             # the output at event t (model position t + 1) predicts event t + 1
             outputs, targets = hidden[:, 1:-1], items[:, 1:]
@@ -197,6 +234,11 @@ class NextItemModel:
         if not hasattr(self, "network_"):
             raise RuntimeError("the model is not fitted")
 
+    @property
+    def device_(self) -> torch.device:
+        """Where the fitted network lives (inputs are sent there)."""
+        return next(self.network_.parameters()).device
+
     @torch.no_grad()
     def last_outputs(self, data: SequenceData) -> np.ndarray:
         """[n, d] output at each customer's last event (what predicts the next one)."""
@@ -205,18 +247,18 @@ class NextItemModel:
             raise ValueError("every sequence needs at least one event")
         network = self.network_.eval()
         out = np.zeros((len(data), network.final_norm.normalized_shape[0]), np.float32)
-        with torch_session(None, self.config.threads):
+        with torch_session(None, self.config.threads, self.device_):
             for rows in _length_batches(data, self.config.inference_batch_size):
-                items, events, features, lengths = _batch(data, rows)
+                items, events, features, lengths = _batch(data, rows, self.device_)
                 hidden = network(items, events, features)
-                out[rows] = hidden[torch.arange(len(rows)), lengths].numpy()
+                out[rows] = hidden[torch.arange(len(rows)), lengths].cpu().numpy()
         return out
 
     @torch.no_grad()
     def next_item_scores(self, data: SequenceData) -> np.ndarray:
         """[n, n_items] scores of the next item for each customer (full ranking)."""
-        hidden = torch.from_numpy(self.last_outputs(data))
-        return self.network_.next_item_logits(hidden).numpy()
+        hidden = torch.from_numpy(self.last_outputs(data)).to(self.device_)
+        return self.network_.next_item_logits(hidden).cpu().numpy()
 
     def rank(self, inputs: SequenceData, targets: np.ndarray,
              seen: np.ndarray | None = None) -> np.ndarray:
@@ -256,12 +298,12 @@ class NextItemModel:
             raise ValueError(f"customers without events have no embedding: {empty}")
         network = self.network_.eval()
         out = np.zeros((len(data), network.final_norm.normalized_shape[0]), np.float32)
-        with torch_session(None, self.config.threads):
+        with torch_session(None, self.config.threads, self.device_):
             for rows in _length_batches(data, self.config.inference_batch_size):
-                items, events, features, lengths = _batch(data, rows)
+                items, events, features, lengths = _batch(data, rows, self.device_)
                 hidden = network(items, events, features)[:, 1:]
                 mask = (items > 0).unsqueeze(-1).float()
-                out[rows] = ((hidden * mask).sum(1) / lengths[:, None].float()).numpy()
+                out[rows] = ((hidden * mask).sum(1) / lengths[:, None].float()).cpu().numpy()
         return out
 
     # ---------------------------------------------------------------- persistence
@@ -281,15 +323,19 @@ class NextItemModel:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> NextItemModel:
-        state = torch.load(path, weights_only=True)
-        model = cls(UniconConfig(**state["config"]))
+    def load(cls, path: str | Path, device: str | None = None) -> NextItemModel:
+        """A saved model, on ``device`` (default: the device setting it was trained with,
+        ``"auto"`` unless one was named; a model trained on a GPU loads on a CPU-only
+        machine with ``device="cpu"`` or ``"auto"``)."""
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        config = UniconConfig(**state["config"])
+        model = cls(replace(config, device=device or config.device))
         model.vocabulary_ = Vocabulary.from_state(state["vocabulary"])
         c = model.config
         model.network_ = UniconNetwork(model.vocabulary_, state["max_len"], c.d_model,
                                        c.n_heads, c.n_layers, c.dropout)
         model.network_.load_state_dict(state["state_dict"])
-        model.network_.eval()
+        model.network_.to(resolve_device(c.device)).eval()
         model.exclude_seen_ = state["exclude_seen"]
         model.history_ = [EpochRecord(**r) for r in state["history"]]
         model.best_epoch_ = state["best_epoch"]
@@ -326,7 +372,8 @@ class LookalikeClassifier:
             raise ValueError("the classifier needs both core and non-core customers")
         if (data.lengths < 1).any():
             raise ValueError("every training sequence needs at least one event")
-        with torch_session(c.seed, c.threads):
+        device = resolve_device(c.device)
+        with torch_session(c.seed, c.threads, device):
             if self.pretrained is not None:
                 encoder = copy.deepcopy(self.pretrained.network_)
                 if encoder.max_len < data.max_len:
@@ -337,8 +384,8 @@ class LookalikeClassifier:
                                         c.n_layers, c.dropout)
             head = ClassAttentionHead(encoder.final_norm.normalized_shape[0], c.n_heads,
                                       c.dropout)
-            self.network_ = LookalikeNetwork(encoder, head)
-            weight = torch.tensor((len(labels) - positives) / positives)
+            self.network_ = LookalikeNetwork(encoder, head).to(device)
+            weight = torch.tensor((len(labels) - positives) / positives, device=self.device_)
             loss_function = nn.BCEWithLogitsLoss(pos_weight=weight)
             optimiser = torch.optim.AdamW(
                 [{"params": self.network_.encoder.parameters()},
@@ -354,8 +401,9 @@ class LookalikeClassifier:
                 total = 0.0
                 for rows in _shuffled_batches(data.lengths, np.arange(len(data)),
                                               c.batch_size, rng):
-                    logits = self.network_(*_batch(data, rows))
-                    loss = loss_function(logits, torch.from_numpy(labels[rows]))
+                    logits = self.network_(*_batch(data, rows, self.device_))
+                    loss = loss_function(logits,
+                                         torch.from_numpy(labels[rows]).to(self.device_))
                     optimiser.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(self.network_.parameters(), 1.0)
@@ -363,11 +411,12 @@ class LookalikeClassifier:
                     total += loss.item() * len(rows)
                 record = {"epoch": epoch, "train_loss": total / len(data)}
                 if validation is not None:
-                    logits = torch.from_numpy(self._logits(validation[0]))
-                    target = torch.from_numpy(np.asarray(validation[1], np.float32))
+                    logits = torch.from_numpy(self._logits(validation[0])).to(self.device_)
+                    target = torch.from_numpy(np.asarray(validation[1], np.float32)
+                                              ).to(self.device_)
                     record["validation_loss"] = float(loss_function(logits, target))
                     record["validation_average_precision"] = float(
-                        average_precision_score(validation[1], logits.numpy())
+                        average_precision_score(validation[1], logits.cpu().numpy())
                     )
                 record["seconds"] = time.perf_counter() - started
                 self.history_.append(record)
@@ -387,12 +436,17 @@ class LookalikeClassifier:
                 self.network_.load_state_dict(best_state)
         return self
 
+    @property
+    def device_(self) -> torch.device:
+        """Where the fitted network lives (inputs are sent there)."""
+        return next(self.network_.parameters()).device
+
     @torch.no_grad()
     def _logits(self, data: SequenceData) -> np.ndarray:
         network = self.network_.eval()
         out = np.zeros(len(data), np.float32)
         for rows in _length_batches(data, self.config.inference_batch_size):
-            out[rows] = network(*_batch(data, rows)).numpy()
+            out[rows] = network(*_batch(data, rows, self.device_)).cpu().numpy()
         return out
 
     def predict_proba(self, data: SequenceData) -> np.ndarray:
@@ -401,5 +455,5 @@ class LookalikeClassifier:
             raise RuntimeError("the classifier is not fitted")
         if (data.lengths < 1).any():
             raise ValueError("every sequence needs at least one event")
-        with torch_session(None, self.config.threads):
+        with torch_session(None, self.config.threads, self.device_):
             return 1.0 / (1.0 + np.exp(-self._logits(data).astype(np.float64)))
