@@ -15,7 +15,7 @@ from segmentation_dagster.core.segment_classifier import (
     segment_auc_table,
 )
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
-from segmentation_dagster.resources import DuckDBStore, MLflowTracker
+from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 
 from .common import (
     MethodSettings,
@@ -53,6 +53,7 @@ def segment_classifiers(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     method_settings: MethodSettings,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """The paper's eBay study: a population logistic regression on item features is the
     pooled model; customers are embedded under it (Algorithm 3) and clustered into the
@@ -117,7 +118,7 @@ def segment_classifiers(
     ours = summaries["model_embedding"]
     figure = bar_chart(list(ours["slice"]), list(ours["improvement_pct"]),
                        "AUC gain of per-segment classifiers", "% over population")
-    plot, _ = figure_metadata(figure, "segment_classifier_auc")
+    plot, _ = figure_metadata(figure, "segment_classifier_auc", state_folder.folder("figures"))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(scores),

@@ -9,7 +9,6 @@ import dagster as dg
 import mlflow
 import pandas as pd
 
-from segmentation_dagster import settings
 from segmentation_dagster.core.cold_start import (
     MULTI_GENRE_TASK,
     TASK,
@@ -25,7 +24,7 @@ from segmentation_dagster.core.cold_start import (
 from segmentation_dagster.core.movielens import genre_column, genre_items
 from segmentation_dagster.core.nmf import NMFSegmenter
 from segmentation_dagster.core.plots import bar_chart, embedding_density
-from segmentation_dagster.resources import DuckDBStore, MLflowTracker
+from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 
 from .common import figure_metadata, markdown_table, source_info
 from .methods import SCORE_COLUMNS
@@ -141,11 +140,11 @@ def cold_start_evaluation(
     group_name="cold_start",
     kinds={"python", "matplotlib"},
 )
-def case_study_report(duckdb: DuckDBStore) -> dg.MaterializeResult:
+def case_study_report(duckdb: DuckDBStore, state_folder: StateFolder) -> dg.MaterializeResult:
     """A markdown report with PNG figures: the embedding density per genre with segment
     boundaries (Figure 1), accuracy by method and genre, and AUC by segment."""
-    folder = settings.state_home() / "report"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = state_folder.folder("report")
+    figures = state_folder.folder("figures")
     scores = duckdb.read_table("cold_start_scores")
     embeddings = duckdb.read_table("cold_start_embeddings")
     auc = duckdb.query(
@@ -155,7 +154,8 @@ def case_study_report(duckdb: DuckDBStore) -> dg.MaterializeResult:
     for genre, part in embeddings.groupby("genre"):
         figure = embedding_density(part["embedding"].to_numpy(), part["segment"].to_numpy(),
                                    f"{genre}: embedding density and segments")
-        metadata[f"density_{genre}"], path = figure_metadata(figure, f"report_density_{genre}")
+        metadata[f"density_{genre}"], path = figure_metadata(
+            figure, f"report_density_{genre}", figures)
         sections += [f"## {genre}", f"![{genre}]({path})", ""]
     cold = scores[scores["task"] == TASK]
     if len(cold):
@@ -163,14 +163,14 @@ def case_study_report(duckdb: DuckDBStore) -> dg.MaterializeResult:
         sections += ["## Cold-start accuracy", pivot.round(3).to_markdown(), ""]
         labels = [f"{m}/{s}" for m, s in zip(cold["method"], cold["slice"], strict=True)]
         figure = bar_chart(labels, list(cold["value"]), "Cold-start accuracy", "accuracy")
-        metadata["accuracy_by_method"], path = figure_metadata(figure, "report_accuracy")
+        metadata["accuracy_by_method"], path = figure_metadata(figure, "report_accuracy", figures)
         sections += [f"![accuracy]({path})", ""]
     if len(auc):
         pivot = auc.pivot_table(index="slice", columns="method", values="value")
         sections += ["## Per-segment classifier AUC", pivot.round(3).to_markdown(), ""]
         ours = auc[auc["method"] == "model_embedding"]
         figure = bar_chart(list(ours["slice"]), list(ours["value"]), "AUC by segment", "AUC")
-        metadata["auc_by_segment"], path = figure_metadata(figure, "report_auc")
+        metadata["auc_by_segment"], path = figure_metadata(figure, "report_auc", figures)
         sections += [f"![auc]({path})", ""]
     report = folder / "report.md"
     report.write_text("\n".join(sections))

@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from segmentation_dagster import settings
 from segmentation_dagster.core.graph import LIKE, PreferenceGraph
 from segmentation_dagster.core.metrics import accuracy, adjusted_rand, auc, hungarian_accuracy
 from segmentation_dagster.resources import DuckDBStore
@@ -95,10 +94,11 @@ def item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray:
     return pd.concat(parts, axis=1).to_numpy(dtype=float).reshape(len(items), -1)
 
 
-def figure_metadata(figure, name: str) -> tuple[dg.MetadataValue, Path]:
-    """Save a figure to the state folder; return it as inline markdown and its path."""
-    folder = settings.state_home() / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
+def figure_metadata(figure, name: str, folder: Path) -> tuple[dg.MetadataValue, Path]:
+    """Save a figure as ``<folder>/<name>.png``; return it as inline markdown and its path.
+
+    ``folder`` exists already: the assets pass ``state_folder.folder("figures")``.
+    """
     path = folder / f"{name}.png"
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)

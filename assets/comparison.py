@@ -4,7 +4,7 @@ import dagster as dg
 import mlflow
 
 from segmentation_dagster.core.plots import bar_chart
-from segmentation_dagster.resources import DuckDBStore, MLflowTracker
+from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 
 from .common import figure_metadata, markdown_table
 from .methods import COMPARISON_EXPERIMENT, METHODS
@@ -18,7 +18,10 @@ from .methods import COMPARISON_EXPERIMENT, METHODS
     kinds={"sql", "duckdb", "mlflow"},
 )
 def model_comparison(
-    context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow_tracker: MLflowTracker
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBStore,
+    mlflow_tracker: MLflowTracker,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """All methods' scores, one row per (dataset, task, slice, method, metric)
     (dbt_like_sql/model_comparison.sql), with a summary run in MLflow."""
@@ -33,7 +36,8 @@ def model_comparison(
     if len(accuracy):
         figure = bar_chart(list(accuracy["method"]), list(accuracy["value"]),
                            "Test-edge AUC by method", "AUC")
-        metadata["auc_by_method"], path = figure_metadata(figure, "model_comparison")
+        metadata["auc_by_method"], path = figure_metadata(figure, "model_comparison",
+                                                          state_folder.folder("figures"))
         with mlflow_tracker.run(COMPARISON_EXPERIMENT, "summary", context) as run:
             mlflow.log_table(table, "model_comparison.json")
             mlflow.log_artifact(str(path))

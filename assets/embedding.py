@@ -19,7 +19,7 @@ from segmentation_dagster.core.pooled import (
     make_pooled_model,
 )
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
-from segmentation_dagster.resources import DuckDBStore, MLflowTracker
+from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 
 from .common import (
     MethodSettings,
@@ -79,7 +79,7 @@ def load_pooled(duckdb: DuckDBStore, item_ids: np.ndarray) -> StoredPooledModel:
 
 @dg.asset(deps=[pooled_model], group_name="embedding", kinds={"python", "duckdb"})
 def customer_embeddings(
-    duckdb: DuckDBStore, method_settings: MethodSettings
+    duckdb: DuckDBStore, method_settings: MethodSettings, state_folder: StateFolder
 ) -> dg.MaterializeResult:
     """Each customer's normalised negative log-likelihood under the pooled model (step 2)."""
     split = load_split_graphs(duckdb)
@@ -95,7 +95,8 @@ def customer_embeddings(
     )
     duckdb.write_table("customer_embeddings", frame)
     modes = kde_modes(values)[0]
-    plot, _ = figure_metadata(embedding_density(values, title="Embedding density"), "embeddings")
+    plot, _ = figure_metadata(embedding_density(values, title="Embedding density"), "embeddings",
+                              state_folder.folder("figures"))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),

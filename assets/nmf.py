@@ -25,7 +25,7 @@ from segmentation_dagster.core.recommend import (
     leave_out_split,
     top_k_items,
 )
-from segmentation_dagster.resources import DuckDBStore, MLflowTracker
+from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 
 from .common import chosen_k, figure_metadata, markdown_table, source_info
 from .methods import SCORE_COLUMNS
@@ -76,6 +76,7 @@ def nmf_rank_selection(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     nmf_settings: NMFSettings,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """Reconstruction error and stability over restarts (consensus dispersion and
     cophenetic correlation) for every k; the end of the stability plateau is chosen
@@ -87,9 +88,12 @@ def nmf_rank_selection(
     chosen = choose_rank(sweep.table, k=nmf_settings.k)
     table = sweep.table.assign(chosen=sweep.table["k"] == chosen)
     duckdb.write_table("nmf_rank_selection", table)
-    curves, curves_path = figure_metadata(plot_rank_selection(sweep.table, chosen), "nmf_rank")
+    figures = state_folder.folder("figures")
+    curves, curves_path = figure_metadata(plot_rank_selection(sweep.table, chosen), "nmf_rank",
+                                          figures)
     consensus, consensus_path = figure_metadata(
-        plot_consensus(sweep.consensus[chosen], sweep.consensus_order[chosen]), "nmf_consensus"
+        plot_consensus(sweep.consensus[chosen], sweep.consensus_order[chosen]), "nmf_consensus",
+        figures,
     )
     for row in table.itertuples():
         with mlflow_tracker.run(NMF_EXPERIMENT, f"k={row.k}", context,
@@ -137,7 +141,8 @@ def _scores_frame(ids: np.ndarray, id_name: str, scores: np.ndarray,
     ],
     can_subset=False,
 )
-def nmf_factorisation(duckdb: DuckDBStore, nmf_settings: NMFSettings):
+def nmf_factorisation(duckdb: DuckDBStore, nmf_settings: NMFSettings,
+                      state_folder: StateFolder):
     """Fit NMF at the chosen rank on the sparse purchase matrix, then write the customer
     and product scores, hard segments and bundles, with block-ordered heatmaps."""
     chosen = chosen_k(duckdb, "nmf_rank_selection")
@@ -156,8 +161,9 @@ def nmf_factorisation(duckdb: DuckDBStore, nmf_settings: NMFSettings):
     }
     for name, frame in tables.items():
         duckdb.write_table(name, frame)
-    customer_map, _ = figure_metadata(plot_customer_heatmap(model), "nmf_customers")
-    product_map, _ = figure_metadata(plot_product_heatmap(model), "nmf_products")
+    figures = state_folder.folder("figures")
+    customer_map, _ = figure_metadata(plot_customer_heatmap(model), "nmf_customers", figures)
+    product_map, _ = figure_metadata(plot_product_heatmap(model), "nmf_products", figures)
     common = {"k": chosen, "loss": model.loss_, "init": model.init_,
               "explained_variance": float(model.explained_variance_),
               "converged": bool(model.converged_)}

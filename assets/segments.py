@@ -9,7 +9,7 @@ import pandas as pd
 
 from segmentation_dagster.core.plots import embedding_density
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
-from segmentation_dagster.resources import DuckDBStore, MLflowTracker
+from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 
 from .common import MethodSettings, chosen_k, figure_metadata, load_split_graphs, markdown_table
 
@@ -26,6 +26,7 @@ def customer_segments(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     method_settings: MethodSettings,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """The current segment of every customer: k-means on the embeddings with the chosen K
     (step 3), numbered by increasing like-rate, and each segment's model alpha_k (step 4).
@@ -73,7 +74,7 @@ def customer_segments(
     duckdb.run_model("segment_sizes")
 
     figure = embedding_density(embedding, segmenter.labels_, f"Segments (K={chosen})")
-    plot, path = figure_metadata(figure, "segments")
+    plot, path = figure_metadata(figure, "segments", state_folder.folder("figures"))
     with mlflow_tracker.run(SEGMENTS_EXPERIMENT, f"K={chosen}", context) as run:
         mlflow.log_params({"k": chosen, "pooled": method_settings.pooled,
                            "normalisation": method_settings.normalisation})

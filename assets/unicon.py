@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score
 
-from segmentation_dagster import settings
 from segmentation_dagster.core.metrics import adjusted_rand, hungarian_accuracy
 from segmentation_dagster.core.sequence import figures
 from segmentation_dagster.core.sequence import lookalike as lk
@@ -51,7 +50,7 @@ from segmentation_dagster.core.sequence.train import (
     NextItemModel,
     UniconConfig,
 )
-from segmentation_dagster.resources import DuckDBStore, MLflowTracker
+from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 
 from .common import figure_metadata, markdown_table, source_info
 from .methods import COMPARISON_EXPERIMENT, SCORE_COLUMNS
@@ -125,18 +124,13 @@ class UniconSettings(dg.ConfigurableResource):
         return UniconConfig(**values)
 
 
-def _models_folder() -> Path:
-    folder = settings.state_home() / "models"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+# unicon_model and behaviour_segments save these for the assets downstream of them
+def _model_path(state_folder: StateFolder) -> Path:
+    return state_folder.folder("models") / "unicon_next_item.pt"
 
 
-def _model_path() -> Path:
-    return _models_folder() / "unicon_next_item.pt"
-
-
-def _segmenter_path() -> Path:
-    return _models_folder() / "unicon_behaviour_segments.npz"
+def _segmenter_path(state_folder: StateFolder) -> Path:
+    return state_folder.folder("models") / "unicon_behaviour_segments.npz"
 
 
 def _scores(rows: list[dict]) -> pd.DataFrame:
@@ -157,10 +151,10 @@ def _finite(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
 
 
-def _figure(figure, name: str):
+def _figure(figure, name: str, state_folder: StateFolder):
     """figure_metadata, then close the figure (matplotlib keeps every open one alive)."""
     try:
-        return figure_metadata(figure, name)
+        return figure_metadata(figure, name, state_folder.folder("figures"))
     finally:
         figures.plt.close(figure)
 
@@ -269,6 +263,7 @@ def unicon_model(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     unicon_settings: UniconSettings,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """The transformer trained on next-item prediction (data-driven training), early-stopped
     on a leave-last-out validation item, scored on the last item against popularity
@@ -304,10 +299,11 @@ def unicon_model(
         rows.append(_row(dataset, "next_item", method, "ndcg@10", ndcg(r), seconds=s))
     table = _scores(rows)
     duckdb.write_table("unicon_next_item_scores", table)
-    model.save(_model_path())
+    model.save(_model_path(state_folder))
 
     history = pd.DataFrame([vars(r) for r in model.history_])
-    curve, curve_path = _figure(figures.training_curve(model.history_), "unicon_training")
+    curve, curve_path = _figure(figures.training_curve(model.history_), "unicon_training",
+                                state_folder)
     with mlflow_tracker.run(UNICON_EXPERIMENT, "next_item", context,
                             tags={"dataset": dataset}) as run:
         mlflow.log_params({**vars(model.config), "max_events": unicon_settings.max_events,
@@ -346,10 +342,11 @@ def unicon_model(
 
 
 @dg.asset(deps=[unicon_model], group_name=GROUP, kinds={"pytorch", "duckdb"})
-def consumer_embeddings(duckdb: DuckDBStore) -> dg.MaterializeResult:
+def consumer_embeddings(duckdb: DuckDBStore, state_folder: StateFolder
+                        ) -> dg.MaterializeResult:
     """Every customer's consumer embedding: the mean of the encoder's outputs over their
     events. Customers without any event are reported and skipped (never NaN)."""
-    model = NextItemModel.load(_model_path())
+    model = NextItemModel.load(_model_path(state_folder))
     encoded = _encode_all(duckdb, model.vocabulary_)
     data = encoded.data
     embedding = model.embed(data)
@@ -383,6 +380,7 @@ def behaviour_segments(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     unicon_settings: UniconSettings,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """Data-driven segments: k-means on the centred, L2-normalised embeddings for every K
     in [k_min, k_max] (one MLflow run each); K by silhouette among the Ks whose segments
@@ -390,7 +388,7 @@ def behaviour_segments(
     representative items. Tables behaviour_segments(customer_id, segment,
     distance_to_centre), segment_representative_items and behaviour_k_selection."""
     s = unicon_settings
-    model = NextItemModel.load(_model_path())
+    model = NextItemModel.load(_model_path(state_folder))
     vocabulary = model.vocabulary_
     data = _encode_all(duckdb, vocabulary).data
     embedding = _embeddings(duckdb, data.customer_ids)
@@ -409,7 +407,7 @@ def behaviour_segments(
         s.representative_radius_quantile, s.max_category_share,
     )
     seconds = time.perf_counter() - started
-    np.savez(_segmenter_path(), mean=segmenter.mean_, centres=segmenter.centres_,
+    np.savez(_segmenter_path(state_folder), mean=segmenter.mean_, centres=segmenter.centres_,
              k=segmenter.k_, length_scale=length_scale, seconds=seconds)
     labels = category_labels(vocabulary)
     representatives = representatives.assign(
@@ -429,10 +427,11 @@ def behaviour_segments(
     duckdb.write_table("behaviour_k_selection", selection)
 
     distance_plot, distance_path = _figure(
-        figures.centre_distances(chosen, length_scale), "unicon_centre_distances")
+        figures.centre_distances(chosen, length_scale), "unicon_centre_distances",
+        state_folder)
     k_plot, k_path = _figure(
         figures.k_selection(segmenter.results_, segmenter.k_, length_scale),
-        "unicon_k_selection")
+        "unicon_k_selection", state_folder)
     links = {}
     for k, result in segmenter.results_.items():
         with mlflow_tracker.run(SEGMENTS_EXPERIMENT, f"K={k}", context,
@@ -478,8 +477,8 @@ def _segment_rows(dataset: str, method: str, labels: np.ndarray, similarity: np.
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
 )
-def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings
-                      ) -> dg.MaterializeResult:
+def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings,
+                      state_folder: StateFolder) -> dg.MaterializeResult:
     """How good the behaviour segments are (table unicon_segment_scores):
 
     - behaviour_segments: Pearson correlation of the attribute similarity of eq. (2)
@@ -497,11 +496,11 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings
     """
     s = unicon_settings
     dataset = source_info(duckdb, "dataset")
-    model = NextItemModel.load(_model_path())
+    model = NextItemModel.load(_model_path(state_folder))
     vocabulary = model.vocabulary_
     data = _encode_all(duckdb, vocabulary).data
     embedding = _embeddings(duckdb, data.customer_ids)
-    stored = np.load(_segmenter_path())
+    stored = np.load(_segmenter_path(state_folder))
     segments = duckdb.read_table("behaviour_segments").set_index("customer_id")
     labels = segments["segment"].reindex(pd.Index(data.customer_ids)).to_numpy()
     k = int(stored["k"])
@@ -671,6 +670,7 @@ def lookalike_audience(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     unicon_settings: UniconSettings,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """Lookalike audience of the business rule's core segment (lookalike training).
 
@@ -815,7 +815,7 @@ def lookalike_audience(
         validation_weights=weights,
         title=f"Lookalikes of: {rule.text}",
     )
-    plot, path = _figure(figure, "unicon_lookalike")
+    plot, path = _figure(figure, "unicon_lookalike", state_folder)
     summary = {
         "rule": rule.text, "cutoff": str(cutoff), "positive_history": s.positive_history,
         "matching_interactions": matching, "customers_before_cutoff": len(data),

@@ -60,7 +60,6 @@ def data_dir(arg: str | None) -> Path:
 def _materialize(home: Path, source, settings) -> dict:
     """Run ingest, graph, alpha embedding, segments and the UNICON assets; return the
     metadata of every materialization, by asset."""
-    os.environ["SEGMENTATION_HOME"] = str(home)
     import dagster as dg
 
     from assets import embedding, graph, ingest, segments, unicon

@@ -1,4 +1,9 @@
-"""Dagster resources: the DuckDB store, the MLflow tracker and the data source."""
+"""Dagster resources: the DuckDB store, the MLflow tracker, the data source and the state
+folder's files.
+
+Every path is a field, set by ``config.build_resources`` from one state folder; an empty
+path falls back to SEGMENTATION_HOME (settings.state_home) for resources built by hand.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +31,12 @@ class DuckDBStore(dg.ConfigurableResource):
     failing, and a lock error from a foreign process is retried with backoff.
     """
 
-    path: str = ""
+    path: str = ""  # empty: segmentation.duckdb in SEGMENTATION_HOME
     lock_timeout_seconds: float = 600.0
     retries: int = 5
 
     def database_path(self) -> Path:
-        return Path(self.path or settings.duckdb_path())
+        return Path(self.path or settings.duckdb_path(settings.state_home()))
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -95,8 +100,8 @@ class DataSource(dg.ConfigurableResource):
     """Where the raw interactions, items and customers come from.
 
     ``kind``: synthetic (default, offline, with ground truth), movielens-100k,
-    movielens-1m (read from ``movielens_dir`` or downloaded into the state folder), or
-    files (the user's CSV or Parquet files).
+    movielens-1m (read from ``movielens_dir`` or downloaded into ``cache_dir``, the state
+    folder's ``downloads/``), or files (the user's CSV or Parquet files).
     """
 
     kind: str = "synthetic"
@@ -109,12 +114,13 @@ class DataSource(dg.ConfigurableResource):
     synthetic_segments: int = 3
     label_rule: str = ""
     seed: int = 0
+    cache_dir: str = ""  # empty: downloads/ in SEGMENTATION_HOME
 
     def load(self) -> SourceTables:
         return load_source(
             kind=self.kind,
             movielens_dir=self.movielens_dir or None,
-            cache_dir=settings.state_home() / "downloads",
+            cache_dir=Path(self.cache_dir or settings.downloads_dir(settings.state_home())),
             interactions_path=self.interactions_path or None,
             items_path=self.items_path or None,
             customers_path=self.customers_path or None,
@@ -125,6 +131,27 @@ class DataSource(dg.ConfigurableResource):
         )
 
 
+class StateFolder(dg.ConfigurableResource):
+    """The files the assets write, in subfolders of the state folder ``path``:
+
+    - ``figures/``: every PNG shown in an asset's metadata (also logged to MLflow);
+    - ``report/``: the case study's markdown report, which links its figures;
+    - ``models/``: the UNICON model and behaviour segmenter, read back by later assets;
+    - ``downloads/``: MovieLens zips (``DataSource.cache_dir`` points here).
+
+    Assets take this resource rather than reading SEGMENTATION_HOME, so two sets of
+    resources with different folders can materialize in one process.
+    """
+
+    path: str
+
+    def folder(self, name: str) -> Path:
+        """``<path>/<name>``, created if missing."""
+        folder = Path(self.path) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
 class MLflowTracker(dg.ConfigurableResource):
     """A small MLflow client of our own (dagster-mlflow is a legacy op-style resource).
 
@@ -132,14 +159,14 @@ class MLflowTracker(dg.ConfigurableResource):
     the Dagster run id and asset key so a number in MLflow leads back to its materialization.
     """
 
-    tracking_uri: str = ""
-    artifact_root: str = ""
+    tracking_uri: str = ""  # empty: mlflow.db in SEGMENTATION_HOME
+    artifact_root: str = ""  # empty: mlflow-artifacts/ in SEGMENTATION_HOME
     ui_url: str = "http://127.0.0.1:5000"
 
     def _client(self):
         import mlflow
 
-        uri = self.tracking_uri or settings.mlflow_tracking_uri()
+        uri = self.tracking_uri or settings.mlflow_tracking_uri(settings.state_home())
         mlflow.set_tracking_uri(uri)
         return mlflow
 
@@ -148,7 +175,7 @@ class MLflowTracker(dg.ConfigurableResource):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        root = Path(self.artifact_root or settings.mlflow_artifact_root())
+        root = Path(self.artifact_root or settings.mlflow_artifact_root(settings.state_home()))
         root.mkdir(parents=True, exist_ok=True)
         return mlflow.create_experiment(name, artifact_location=(root / name).as_uri())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,6 +16,8 @@ from . import settings
 
 
 def main() -> int:
+    # the entry point reads the environment once; build_resources (in definitions.py)
+    # derives the same state folder from it
     home = settings.state_home()
     dagster_home = os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home"))
     os.makedirs(dagster_home, exist_ok=True)
@@ -46,7 +49,10 @@ def main() -> int:
     print(table.to_string(index=False))
     print(f"\nchosen K: {chosen}; materialized in {seconds:.1f} s")
     print(f"DuckDB file:    {store.database_path()}")
-    print(f"MLflow store:   {settings.mlflow_tracking_uri()}  (browse with `make mlflow`)")
+    # where the resources actually wrote, not what the environment says now
+    tracker, state = defs.resources["mlflow_tracker"], defs.resources["state_folder"]
+    print(f"MLflow store:   {tracker.tracking_uri}  (browse with `make mlflow`)")
+    print(f"Figures:        {Path(state.path) / 'figures'}")
     print(f"Dagster runs:   {dagster_home}  (browse with `make ui`)")
     return 0
 

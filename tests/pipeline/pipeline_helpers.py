@@ -58,6 +58,8 @@ OUTPUT_CHECKS = {
 def isolate_environment(patch: pytest.MonkeyPatch, home: Path) -> None:
     for name in SEGMENTATION_VARIABLES:
         patch.delenv(name, raising=False)
+    # build_resources(home) no longer needs it; a safety net so that a resource built
+    # without a home never writes into the developer's .segmentation
     patch.setenv("SEGMENTATION_HOME", str(home))
 
 

@@ -20,6 +20,13 @@ def test_definitions_are_loadable() -> None:
     dg.Definitions.validate_loadable(defs)
 
 
+def test_every_resource_is_bound() -> None:
+    assert set(defs.resources) == {
+        "duckdb", "mlflow_tracker", "state_folder", "source", "method_settings",
+        "input_rules", "cold_start_settings", "nmf_settings", "unicon_settings",
+    }
+
+
 def test_every_asset_is_defined() -> None:
     keys_of_methods = {f"method_{name}" for name in REQUIRED_METHODS}
     assert keys_of_methods <= EXPECTED_ASSETS
