@@ -519,14 +519,21 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings,
                      pearson, k, segment_seconds))
     rows += _segment_rows(dataset, "unicon", labels, similarity, first, second,
                           segment_seconds)
-    started = time.perf_counter()
-    bag = sg.bag_of_categories(data, vocabulary)
-    bag_cosine = sg.cosine_of_pairs(bag, first, second)
-    bag_segmenter = sg.BehaviourSegmenter(tuple(range(s.k_min, s.k_max + 1)), seed=s.seed)
-    bag_segmenter.fit(bag, sg.similarity_length_scale(1.0 - bag_cosine, similarity))
-    bag_seconds = time.perf_counter() - started
-    rows += _segment_rows(dataset, "bag_of_categories", bag_segmenter.labels_, similarity,
-                          first, second, bag_seconds)
+    candidates = [("unicon", labels, segment_seconds)]
+    if vocabulary.category_codes().max() > 0:
+        started = time.perf_counter()
+        bag = sg.bag_of_categories(data, vocabulary)
+        bag_cosine = sg.cosine_of_pairs(bag, first, second)
+        bag_segmenter = sg.BehaviourSegmenter(tuple(range(s.k_min, s.k_max + 1)),
+                                              seed=s.seed)
+        bag_segmenter.fit(bag, sg.similarity_length_scale(1.0 - bag_cosine, similarity))
+        bag_seconds = time.perf_counter() - started
+        rows += _segment_rows(dataset, "bag_of_categories", bag_segmenter.labels_,
+                              similarity, first, second, bag_seconds)
+        candidates.append(("bag_of_categories", bag_segmenter.labels_, bag_seconds))
+    else:
+        # every customer's bag would be the same empty vector: nothing to cluster
+        metadata["bag_of_categories"] = "skipped: the items have no category attribute"
     alpha = None
     if duckdb.table_exists("customer_segments"):
         alpha_table = duckdb.read_table("customer_segments").set_index("customer_id")
@@ -545,8 +552,6 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings,
         planted = planted.to_numpy()
         # the segmentation methods (model_embedding, nmf, ...) score themselves on the
         # behavioural truth in their own assets (assets/methods.py)
-        candidates = [("unicon", labels, segment_seconds),
-                      ("bag_of_categories", bag_segmenter.labels_, bag_seconds)]
         for method, predicted, seconds in candidates:
             rows_known = known & (predicted >= 0)
             truth_values = planted[rows_known].astype(int)

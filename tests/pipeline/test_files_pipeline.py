@@ -18,7 +18,7 @@ from pipeline_helpers import (
 )
 
 from segmentation_dagster.config import build_resources
-from segmentation_dagster.core.synthetic import make_synthetic_dataset
+from segmentation_dagster.core.sequence.synthetic import make_behaviour_dataset
 from segmentation_dagster.resources import DataSource
 
 
@@ -26,7 +26,7 @@ def files_run(folder: Path, with_items: bool, previous_state: Path | None = None
     home = folder / "state"
     if previous_state is not None:
         shutil.copytree(previous_state, home)
-    data = make_synthetic_dataset(200, 50, 3, seed=5)
+    data = make_behaviour_dataset(200, 50, 3, seed=5)
     interactions = folder / "interactions.csv"
     data.interactions.to_csv(interactions, index=False)
     items = ""
@@ -72,3 +72,8 @@ def test_files_with_interactions_only_run_end_to_end(tmp_path: Path) -> None:
     assert items["category"].isna().all()
     comparison = read_table(home, "SELECT DISTINCT task FROM model_comparison")
     assert "segment_classifier" in set(comparison["task"])
+    # without item categories there is no bag of categories to cluster: skipped, and said
+    unicon = read_table(home, "SELECT DISTINCT method FROM method_scores_unicon")
+    assert "bag_of_categories" not in set(unicon["method"])
+    evaluation = result.asset_materializations_for_node("unicon_evaluation")[0]
+    assert "no category" in evaluation.metadata["bag_of_categories"].value
