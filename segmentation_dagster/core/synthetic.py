@@ -1,4 +1,9 @@
-"""Synthetic data: the paper's Section 4 generator, and a richer dataset for the pipeline."""
+"""Synthetic data: the paper's Section 4 generator and its sparse, large-scale variant.
+
+The pipeline's default source, which adds item attributes, demographics, timestamps, events
+and behaviour over time to these like-rate segments, is
+:func:`segmentation_dagster.core.sequence.synthetic.make_behaviour_dataset`.
+"""
 
 from __future__ import annotations
 
@@ -78,90 +83,6 @@ def make_segmented_graph(
     labels = _draw_labels(alphas[segments[rows]], rng)
     edges = pd.DataFrame({"customer_id": rows, "item_id": cols, "label": labels})
     return SyntheticGraph(edges, segments, alphas, proportions)
-
-
-@dataclass(frozen=True)
-class SyntheticDataset:
-    """Tables shaped like a real source, plus the planted truth.
-
-    interactions: customer_id, item_id, value (1 = like, 0 = dislike), event, timestamp
-    items: item_id, category, price, quality (features)
-    customers: customer_id, age, gender, region
-    truth: customer_id, segment
-    """
-
-    interactions: pd.DataFrame
-    items: pd.DataFrame
-    customers: pd.DataFrame
-    truth: pd.DataFrame
-
-
-def make_synthetic_dataset(
-    n_customers: int = 1500,
-    n_items: int = 300,
-    n_segments: int = 3,
-    mean_degree: float = 25.0,
-    n_categories: int = 4,
-    seed: int = 0,
-) -> SyntheticDataset:
-    """A richer world for the pipeline's default source.
-
-    Customers of segment k like an item with probability sigma(logit(alpha_k) + effect_j),
-    where effect_j depends on the item's features, so per-item and feature models have
-    signal. Degrees are Poisson-distributed (some customers are sparse). Demographics are
-    loosely tied to the segment (age shifts by segment, gender does not), timestamps span
-    a year, and events are views, carts and purchases. The value is thumbs up (1) or
-    down (0): a star rating read through the paper's own-mean rule would erase exactly
-    the per-customer like-rate that separates the planted segments.
-    """
-    rng = np.random.default_rng(seed)
-    alphas, _, segments = draw_segments(n_customers, n_segments, rng)
-
-    category = rng.integers(n_categories, size=n_items)
-    price = np.round(np.exp(rng.normal(3.0, 0.7, size=n_items)), 2)
-    quality = rng.normal(size=n_items)
-    item_effect = 0.6 * quality - 0.2 * (np.log(price) - 3.0)
-
-    degrees = np.maximum(1, rng.poisson(mean_degree, size=n_customers))
-    # items drawn with replacement, then repeats dropped: no dense customers x items array
-    rows = np.repeat(np.arange(n_customers), degrees)
-    pairs = pd.DataFrame({"r": rows, "c": rng.integers(n_items, size=len(rows))}).drop_duplicates()
-    rows, cols = pairs["r"].to_numpy(), pairs["c"].to_numpy()
-    logit = np.log(alphas / (1 - alphas))[segments[rows]] + item_effect[cols]
-    likes = rng.random(len(rows)) < 1 / (1 + np.exp(-logit))
-    events = np.where(likes & (rng.random(len(rows)) < 0.3), "purchase", "view")
-    events = np.where((events == "view") & (rng.random(len(rows)) < 0.2), "cart", events)
-    start = np.datetime64("2025-01-01T00:00:00")
-    seconds = rng.integers(0, 365 * 24 * 3600, size=len(rows)).astype("timedelta64[s]")
-
-    interactions = pd.DataFrame(
-        {
-            "customer_id": rows,
-            "item_id": cols,
-            "value": likes.astype(float),
-            "event": events,
-            "timestamp": start + seconds,
-        }
-    ).sort_values(["customer_id", "timestamp"], ignore_index=True)
-    items = pd.DataFrame(
-        {
-            "item_id": np.arange(n_items),
-            "category": np.array([f"cat_{c}" for c in category]),
-            "price": price,
-            "quality": quality,
-        }
-    )
-    age = np.clip(rng.normal(25 + 12 * segments, 8), 18, 80).round().astype(int)
-    customers = pd.DataFrame(
-        {
-            "customer_id": np.arange(n_customers),
-            "age": age,
-            "gender": rng.choice(["F", "M"], size=n_customers),
-            "region": rng.choice(["north", "south", "east", "west"], size=n_customers),
-        }
-    )
-    truth = pd.DataFrame({"customer_id": np.arange(n_customers), "segment": segments})
-    return SyntheticDataset(interactions, items, customers, truth)
 
 
 def make_sparse_segmented_graph(

@@ -10,7 +10,6 @@ from segmentation_dagster.core.synthetic import (
     draw_segments,
     make_segmented_graph,
     make_sparse_segmented_graph,
-    make_synthetic_dataset,
     paper_alphas,
 )
 
@@ -68,14 +67,3 @@ def test_sparse_graph_arrays():
     assert len(rows) == len(cols) == len(labels) == 4000
     assert rows.max() < 1000 and cols.max() < 5000 and len(segments) == 1000
     assert set(np.unique(labels)) <= {-1, 1}
-
-
-def test_rich_dataset_tables():
-    data = make_synthetic_dataset(n_customers=200, n_items=50, n_segments=3, seed=3)
-    assert {"customer_id", "item_id", "value", "event", "timestamp"} <= set(data.interactions)
-    assert set(data.interactions["value"]) <= {0.0, 1.0}  # thumbs down / up
-    assert set(data.interactions["event"]) <= {"view", "cart", "purchase"}
-    assert {"item_id", "category", "price", "quality"} <= set(data.items)
-    assert {"customer_id", "age", "gender", "region"} <= set(data.customers)
-    assert len(data.truth) == 200 and data.truth["segment"].between(0, 2).all()
-    assert not data.interactions.duplicated(["customer_id", "item_id"]).any()

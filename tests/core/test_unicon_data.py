@@ -128,6 +128,11 @@ def test_behaviour_generator_plants_cycles_affinity_and_the_requested_sizes() ->
     data = make_behaviour_dataset(300, 120, 3, n_behaviour_segments=4, seed=3)
     assert len(data.customers) == len(data.truth) == 300
     assert len(data.items) == 120
+    assert {"customer_id", "item_id", "value", "event", "timestamp"} <= set(data.interactions)
+    assert set(data.interactions["value"]) <= {0.0, 1.0}  # thumbs down / up
+    assert set(data.interactions["event"]) == {"view", "cart", "purchase"}
+    assert {"item_id", "category", "brand", "price", "quality"} <= set(data.items)
+    assert {"customer_id", "age", "gender", "region"} <= set(data.customers)
     assert set(data.truth["segment"]) == {0, 1, 2}
     assert set(data.truth["behaviour_segment"]) == {0, 1, 2, 3}
     cycles = segment_cycles(4, 8)

@@ -29,7 +29,7 @@ from pipeline_helpers import (
 
 from segmentation_dagster.automation import new_files_sensor
 from segmentation_dagster.config import build_resources
-from segmentation_dagster.core.synthetic import make_synthetic_dataset
+from segmentation_dagster.core.sequence.synthetic import make_behaviour_dataset
 from segmentation_dagster.resources import DataSource
 
 INTERACTIONS_CHECK = ("raw_interactions", "raw_interactions_expectations")
@@ -45,7 +45,7 @@ class Files:
 @pytest.fixture(scope="module")
 def good_tables() -> dict[str, pd.DataFrame]:
     """Small, valid tables in the shape users supply: thumbs (0/1) with events and times."""
-    data = make_synthetic_dataset(80, 40, 3, mean_degree=12, seed=3)
+    data = make_behaviour_dataset(80, 40, 3, mean_events=12, seed=3)
     return {"interactions": data.interactions, "items": data.items,
             "customers": data.customers[["customer_id", "age", "gender"]]}
 

@@ -1,9 +1,9 @@
 """Synthetic customers with planted *behavioural* segments and a latent affinity.
 
-:func:`segmentation_dagster.core.synthetic.make_synthetic_dataset` plants like-rate
-segments but draws items uniformly at random at random times, so it has no behaviour over
-time to find. This generator, the pipeline's default source, keeps its like-rate
-segments (the paper's alphas, so every other method is scored as before) and adds:
+The pipeline's default source. Customers fall in like-rate segments (the paper's alphas:
+customer i likes an item with probability sigma(logit alpha_k + item effect), the effect
+depending on the item's quality and price, so per-item and feature models have signal),
+with demographics loosely tied to them (age shifts by segment). On top of that it plants:
 
 - **behavioural segments**: each prefers a few item categories and moves between them
   in a typical order (a Markov chain over categories). Segments come in pairs that share
@@ -40,8 +40,9 @@ DAYS = 365
 
 @dataclass(frozen=True)
 class BehaviourDataset:
-    """Same tables as core.synthetic.SyntheticDataset; ``truth`` adds the planted
-    ``behaviour_segment``, ``premium_affine`` and the affinity ``onset_day``."""
+    """The source tables (interactions, items, customers) and the planted truth: the
+    like-rate ``segment``, the ``behaviour_segment``, ``premium_affine`` and the affinity
+    ``onset_day``."""
 
     interactions: pd.DataFrame
     items: pd.DataFrame
@@ -105,9 +106,11 @@ def make_behaviour_dataset(
     category, brand, price, quality), customers (customer_id, age, gender, region) and the
     truth (customer_id, segment, behaviour_segment, premium_affine, onset_day).
 
-    ``n_segments`` like-rate segments as in the default generator (value = thumbs up or
-    down drawn from sigma(logit alpha_k + item effect)); ``n_behaviour_segments``
-    behavioural segments drawn independently of them.
+    ``n_segments`` like-rate segments (value = thumbs up or down drawn from
+    sigma(logit alpha_k + item effect): a star rating read through the paper's own-mean
+    rule would erase exactly the per-customer like-rate that separates them);
+    ``n_behaviour_segments`` behavioural segments drawn independently of them. Customers
+    may meet an item more than once (a view, then a purchase).
     """
     if n_customers < 1 or n_items < 2 * n_categories:
         raise ValueError(
