@@ -112,26 +112,7 @@ def part_movielens(folder: str, output: str) -> dict:
 
     torch.set_num_threads(THREADS)
     from assets.unicon import UniconSettings
-    from segmentation_dagster.core.movielens import load_movielens
     from segmentation_dagster.resources import DataSource
-    from segmentation_dagster.sources import SourceTables
-
-    class MovieLensFolder(DataSource):
-        def load(self) -> SourceTables:
-            data = load_movielens(self.movielens_dir)
-            ratings = data.ratings
-            interactions = pd.DataFrame({
-                "customer_id": ratings["customer_id"].astype(str),
-                "item_id": ratings["item_id"].astype(str),
-                "value": ratings["value"].astype(float),
-                "event": "rating",
-                "timestamp": pd.to_datetime(ratings["timestamp"]),
-            })
-            items = data.movies.assign(item_id=data.movies["item_id"].astype(str))
-            users = data.users.assign(customer_id=data.users["customer_id"].astype(str))
-            truth = pd.DataFrame({"customer_id": pd.Series(dtype=str),
-                                  "segment": pd.Series(dtype=int)})
-            return SourceTables(interactions, items, users, truth, "ml-100k", "own_mean")
 
     settings = UniconSettings(
         max_events=200, d_model=64, n_heads=2, n_layers=2, dropout=0.2, learning_rate=2e-3,
@@ -140,7 +121,7 @@ def part_movielens(folder: str, output: str) -> dict:
     )
     home = Path(tempfile.mkdtemp(prefix="unicon_ml100k_"))
     started = time.perf_counter()
-    metadata = _materialize(home, MovieLensFolder(kind="files", movielens_dir=folder),
+    metadata = _materialize(home, DataSource(kind="movielens-100k", movielens_dir=folder),
                             settings)
     table = _scores(home)
     figures = _copy_figures(home, Path(output), "ml100k")
@@ -154,25 +135,11 @@ def part_synthetic(output: str) -> dict:
 
     torch.set_num_threads(THREADS)
     from assets.unicon import UniconSettings
-    from segmentation_dagster.core.sequence.synthetic import make_behaviour_dataset
     from segmentation_dagster.resources import DataSource
-    from segmentation_dagster.sources import SourceTables
-
-    class Behaviour(DataSource):
-        def load(self) -> SourceTables:
-            data = make_behaviour_dataset(self.synthetic_customers, self.synthetic_items,
-                                          self.synthetic_segments, seed=self.seed)
-
-            def ids(frame, *columns):
-                return frame.assign(**{c: frame[c].astype(str) for c in columns})
-
-            return SourceTables(ids(data.interactions, "customer_id", "item_id"),
-                                ids(data.items, "item_id"), ids(data.customers, "customer_id"),
-                                ids(data.truth, "customer_id"), "synthetic", "positive")
 
     home = Path(tempfile.mkdtemp(prefix="unicon_synthetic_"))
     started = time.perf_counter()
-    metadata = _materialize(home, Behaviour(), UniconSettings())
+    metadata = _materialize(home, DataSource(), UniconSettings())
     table = _scores(home)
     figures = _copy_figures(home, Path(output), "synthetic")
     return {"metadata": metadata, "scores": table.to_dict("records"), "figures": figures,
