@@ -31,6 +31,7 @@ from segmentation_dagster.core.sequence.train import (
     NextItemModel,
     UniconConfig,
     resolve_device,
+    seen_so_far,
 )
 
 TINY = UniconConfig(d_model=16, n_heads=2, n_layers=1, dropout=0.1, learning_rate=5e-3,
@@ -168,6 +169,28 @@ def test_saved_model_embeds_the_same(small, tmp_path) -> None:
     loaded = NextItemModel.load(tmp_path / "model.pt")
     np.testing.assert_allclose(loaded.embed(data), model.embed(data), rtol=1e-6, atol=1e-6)
     assert loaded.vocabulary_.events == vocabulary.events
+
+
+def test_seen_so_far_marks_the_items_before_each_prediction() -> None:
+    items = torch.tensor([[3, 1, 2, 0], [2, 4, 0, 0]])  # 0 = padding
+    predicting = items[:, 1:] > 0  # outputs at events 0, 1 of row 0 and 0 of row 1
+    seen = seen_so_far(items, 4, predicting)  # columns: item codes 1..4
+    assert seen.tolist() == [
+        [False, False, True, False],  # row 0 after event 0 (item 3), predicting item 1
+        [True, False, True, False],  # row 0 after events 0-1, predicting item 2
+        [False, True, False, False],  # row 1 after event 0 (item 2), predicting item 4
+    ]
+
+
+def test_training_that_excludes_seen_items_refuses_repeats(small) -> None:
+    vocabulary, data = small
+    repeated = data.subset([0])
+    items = repeated.items.copy()
+    items[0, 1] = items[0, 0]
+    repeated = SequenceData(repeated.customer_ids, items, repeated.events, repeated.lengths,
+                            repeated.features)
+    with pytest.raises(ValueError, match="never repeat"):
+        NextItemModel(TINY).fit(repeated, vocabulary, exclude_seen=True)
 
 
 def test_device_auto_takes_a_gpu_only_when_torch_sees_one() -> None:
