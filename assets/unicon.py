@@ -513,12 +513,18 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings,
     similarity = sg.attribute_similarity(distributions, first, second)
     cosine = sg.cosine_of_pairs(embedding, first, second)
     ok = np.isfinite(similarity)
-    pearson = float(np.corrcoef(similarity[ok], cosine[ok])[0, 1])
+    # eq. (2) compares the attributes of customers' items: none (a files source without
+    # an item file) leaves nothing to correlate or rank, so those scores are skipped
+    comparable = int(ok.sum()) >= 2
     segment_seconds = float(stored["seconds"])
-    rows.append(_row(dataset, "behaviour_segments", "unicon", "pearson_similarity_cosine",
-                     pearson, k, segment_seconds))
-    rows += _segment_rows(dataset, "unicon", labels, similarity, first, second,
-                          segment_seconds)
+    if comparable:
+        pearson = float(np.corrcoef(similarity[ok], cosine[ok])[0, 1])
+        rows.append(_row(dataset, "behaviour_segments", "unicon",
+                         "pearson_similarity_cosine", pearson, k, segment_seconds))
+        rows += _segment_rows(dataset, "unicon", labels, similarity, first, second,
+                              segment_seconds)
+    else:
+        metadata["attribute_similarity"] = "skipped: the items have no attributes (eq. 2)"
     candidates = [("unicon", labels, segment_seconds)]
     if vocabulary.category_codes().max() > 0:
         started = time.perf_counter()
@@ -535,7 +541,7 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings,
         # every customer's bag would be the same empty vector: nothing to cluster
         metadata["bag_of_categories"] = "skipped: the items have no category attribute"
     alpha = None
-    if duckdb.table_exists("customer_segments"):
+    if comparable and duckdb.table_exists("customer_segments"):
         alpha_table = duckdb.read_table("customer_segments").set_index("customer_id")
         alpha = alpha_table["segment"].reindex(pd.Index(data.customer_ids))
         alpha = alpha.fillna(-1).astype(int).to_numpy()

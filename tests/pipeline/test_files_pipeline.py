@@ -77,3 +77,8 @@ def test_files_with_interactions_only_run_end_to_end(tmp_path: Path) -> None:
     assert "bag_of_categories" not in set(unicon["method"])
     evaluation = result.asset_materializations_for_node("unicon_evaluation")[0]
     assert "no category" in evaluation.metadata["bag_of_categories"].value
+    # nor attributes for eq. (2): its scores are skipped, never written as NaN
+    assert "no attributes" in evaluation.metadata["attribute_similarity"].value
+    scores = read_table(home, "SELECT * FROM method_scores_unicon")
+    assert "behaviour_segments" not in set(scores["task"])
+    assert scores["value"].notna().all()
