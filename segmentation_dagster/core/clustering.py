@@ -148,6 +148,19 @@ def kmeans_1d_exact(values: np.ndarray, weights: np.ndarray, n_segments: int) ->
     positions = np.arange(u)
     best = cost(np.zeros(u, dtype=int), positions)  # best[j]: values 0..j in one cluster
     starts = np.zeros((n_segments, u), dtype=int)
+    if u <= DENSE_DP_MAX_VALUES:
+        # few distinct values (a global pooled model gives one per like and dislike
+        # count): every (start, end) pair at once, one numpy step per layer; the
+        # recursion below spends its time in per-level overheads at this size
+        start, end = np.meshgrid(positions, positions, indexing="ij")
+        within = np.where(start <= end, cost(start, np.maximum(start, end)), np.inf)
+        for k in range(1, n_segments):
+            previous = np.concatenate([[np.inf], best[:-1]])
+            total = previous[:, None] + within  # [start, end], k clusters before start
+            total[:k] = np.inf
+            starts[k] = total.argmin(axis=0)  # the leftmost start achieving the minimum
+            best = total[starts[k], positions]
+        return _labels_from_starts(starts)
     for k in range(1, n_segments):
         # the k-th cluster (0-based) runs i..j, after k clusters on values 0..i-1, i >= k
         previous = np.concatenate([[np.inf], best[:-1]])
@@ -182,6 +195,17 @@ def kmeans_1d_exact(values: np.ndarray, weights: np.ndarray, n_segments: int) ->
                 np.concatenate([chosen[left], ihi[right]]),
             )
         best = new_best
+    return _labels_from_starts(starts)
+
+
+# Up to this many distinct values, kmeans_1d_exact solves each layer on the full
+# start x end matrix (256^2 floats, 0.5 MB): faster than the recursion's many small steps
+DENSE_DP_MAX_VALUES = 256
+
+
+def _labels_from_starts(starts: np.ndarray) -> np.ndarray:
+    """Walk back from the last value: cluster k starts at starts[k, its last value]."""
+    n_segments, u = starts.shape
     labels = np.empty(u, dtype=int)
     end = u
     for k in range(n_segments - 1, -1, -1):

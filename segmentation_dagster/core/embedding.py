@@ -1,6 +1,7 @@
 """Model-based embeddings: each customer's evidence against the pooled model.
 
-One pass over the edges with ``np.bincount``; no Python loop per customer.
+Sums over each customer's edges are sparse matrix products or ``np.bincount``; no Python
+loop per customer.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ def embed(
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     require_edges_per_customer(graph)
-    rows, cols, labels = graph.edges()
-    edge_nll, edge_entropy = _edge_terms(graph, pooled, cols, labels)
-    nll = np.bincount(rows, weights=edge_nll, minlength=graph.n_customers)
+    # a pooled model's prediction depends on the item only: take the logarithms once per
+    # item and sum them over each customer's edges with sparse products
+    p = pooled.predict_proba(np.arange(graph.n_items))
+    like_nll = -edge_log_likelihood(p, np.full(len(p), LIKE))
+    dislike_nll = -edge_log_likelihood(p, np.full(len(p), -LIKE))
+    nll = graph.customer_sums(like_nll, dislike_nll)
     if normalisation == "degree":
         return nll / graph.customer_degrees()
-    entropy = np.bincount(rows, weights=edge_entropy, minlength=graph.n_customers)
-    return nll / entropy
+    entropy = bernoulli_entropy(p)
+    return nll / graph.customer_sums(entropy, entropy)
 
 
 def _edge_terms(

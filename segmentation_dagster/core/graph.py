@@ -195,8 +195,21 @@ class PreferenceGraph:
 
     def customer_likes(self) -> np.ndarray:
         """Number of +1 edges per customer."""
-        rows, _, labels = self.edges()
-        return np.bincount(rows, weights=labels == LIKE, minlength=self.n_customers)
+        return self.customer_sums(np.ones(self.n_items), np.zeros(self.n_items))
+
+    def customer_sums(self, if_like: np.ndarray, if_dislike: np.ndarray) -> np.ndarray:
+        """Per customer, the sum over their edges (i, j) of ``if_like[j]`` when the label is
+        +1 and ``if_dislike[j]`` when it is -1 (both of length n_items).
+
+        Two sparse matrix-vector products over the CSR arrays, with no per-edge array:
+        each term is (like + dislike) / 2 + label * (like - dislike) / 2.
+        """
+        if_like = np.asarray(if_like, dtype=float)
+        if_dislike = np.asarray(if_dislike, dtype=float)
+        m = self.matrix
+        pattern = sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape)
+        signs = sp.csr_matrix((m.data.astype(float), m.indices, m.indptr), shape=m.shape)
+        return pattern @ ((if_like + if_dislike) / 2) + signs @ ((if_like - if_dislike) / 2)
 
     def item_likes(self) -> np.ndarray:
         _, cols, labels = self.edges()

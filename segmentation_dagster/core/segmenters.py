@@ -20,7 +20,7 @@ from .embedding import (
     embed_by_category,
     principal_axes,
 )
-from .graph import LIKE, PreferenceGraph
+from .graph import PreferenceGraph
 from .pooled import make_pooled_model
 
 
@@ -28,10 +28,8 @@ def segment_like_rates(
     graph: PreferenceGraph, labels: np.ndarray, n_segments: int, prior: float = 1.0
 ) -> np.ndarray:
     """alpha_k: each segment's share of likes, with ``prior`` pseudo-counts per label."""
-    rows, _, values = graph.edges()
-    seg = labels[rows]
-    likes = np.bincount(seg, weights=values == LIKE, minlength=n_segments)
-    edges = np.bincount(seg, minlength=n_segments)
+    likes = np.bincount(labels, weights=graph.customer_likes(), minlength=n_segments)
+    edges = np.bincount(labels, weights=graph.customer_degrees(), minlength=n_segments)
     return (likes + prior) / (edges + 2 * prior)
 
 

@@ -9,6 +9,7 @@ import pytest
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
+from segmentation_dagster.core import clustering
 from segmentation_dagster.core.clustering import (
     SegmentClusterer,
     candidate_ks,
@@ -48,6 +49,21 @@ def test_exact_1d_kmeans_matches_brute_force():
             for cuts in itertools.combinations(range(1, u), k - 1)
         )
         assert within_ss(values, weights, labels) == pytest.approx(best, abs=1e-12)
+
+
+@pytest.mark.parametrize("u", [2, 57, 300])
+def test_exact_1d_kmeans_dense_and_recursive_programmes_agree(u, monkeypatch):
+    """Few distinct values take the full-matrix programme, many the divide and conquer
+    one; forced either way they find the same clusters."""
+    rng = np.random.default_rng(u)
+    values = np.sort(rng.choice(np.linspace(0, 1, 5 * u), size=u, replace=False))
+    weights = rng.integers(1, 9, size=u).astype(float)
+    for k in sorted({1, min(2, u), min(7, u)}):
+        monkeypatch.setattr(clustering, "DENSE_DP_MAX_VALUES", 10**6)
+        dense = kmeans_1d_exact(values, weights, k)
+        monkeypatch.setattr(clustering, "DENSE_DP_MAX_VALUES", 0)
+        recursive = kmeans_1d_exact(values, weights, k)
+        np.testing.assert_array_equal(dense, recursive)
 
 
 def test_exact_1d_kmeans_never_worse_than_lloyd():

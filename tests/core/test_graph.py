@@ -47,6 +47,22 @@ def test_edges_and_to_frame_round_trip():
     assert list(back.customer_ids) == list(graph.customer_ids)
 
 
+def test_customer_sums_add_the_value_of_each_edge_label():
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(30, size=400), rng.integers(12, size=400)
+    frame = pd.DataFrame({"customer_id": rows, "item_id": cols,
+                          "label": rng.choice([LIKE, DISLIKE], size=400)})
+    graph = PreferenceGraph.from_edges(frame)
+    if_like, if_dislike = rng.normal(size=graph.n_items), rng.normal(size=graph.n_items)
+    r, c, labels = graph.edges()
+    per_edge = np.where(labels == LIKE, if_like[c], if_dislike[c])
+    expected = np.bincount(r, weights=per_edge, minlength=graph.n_customers)
+    np.testing.assert_allclose(graph.customer_sums(if_like, if_dislike), expected)
+    np.testing.assert_array_equal(graph.customer_likes(),
+                                  np.bincount(r, weights=labels == LIKE,
+                                              minlength=graph.n_customers))
+
+
 def test_duplicate_pair_last_row_wins():
     rows = table([("a", "x", 1), ("b", "x", 1), ("a", "x", -1), ("a", "y", -1), ("a", "y", 1)])
     graph = PreferenceGraph.from_edges(rows)
