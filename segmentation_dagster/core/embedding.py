@@ -28,35 +28,40 @@ def embed(
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     require_edges_per_customer(graph)
-    # a pooled model's prediction depends on the item only: take the logarithms once per
-    # item and sum them over each customer's edges with sparse products
-    p = pooled.predict_proba(np.arange(graph.n_items))
-    like_nll = -edge_log_likelihood(p, np.full(len(p), LIKE))
-    dislike_nll = -edge_log_likelihood(p, np.full(len(p), -LIKE))
+    like_nll, dislike_nll, entropy = _item_terms(graph, pooled)
     nll = graph.customer_sums(like_nll, dislike_nll)
     if normalisation == "degree":
         return nll / graph.customer_degrees()
-    entropy = bernoulli_entropy(p)
     return nll / graph.customer_sums(entropy, entropy)
+
+
+def _item_terms(
+    graph: PreferenceGraph, pooled: PooledModel
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-log f(like), -log f(dislike) and the entropy H(p_j) of every item (length n_items).
+
+    A pooled model's prediction depends on the item only, so the logarithms are taken
+    once per item. When items outnumber edges (a few new customers against a catalogue
+    of millions), only the items someone interacted with are predicted; the rest stay 0
+    and never enter a sum.
+    """
+    items = np.arange(graph.n_items)
+    if graph.n_items > graph.n_edges:
+        items = np.flatnonzero(graph.item_degrees())
+    p = pooled.predict_proba(items)
+    like_nll, dislike_nll, entropy = np.zeros((3, graph.n_items))
+    like_nll[items] = -edge_log_likelihood(p, np.full(len(p), LIKE))
+    dislike_nll[items] = -edge_log_likelihood(p, np.full(len(p), -LIKE))
+    entropy[items] = bernoulli_entropy(p)
+    return like_nll, dislike_nll, entropy
 
 
 def _edge_terms(
     graph: PreferenceGraph, pooled: PooledModel, cols: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """-log f(x_ij) and H(p_j) on every edge.
-
-    A pooled model's prediction depends on the item only, so when there are fewer items
-    than edges the logarithms are taken once per item and gathered onto the edges;
-    otherwise (millions of rarely seen items) once per edge.
-    """
-    if graph.n_items <= len(cols):
-        p = pooled.predict_proba(np.arange(graph.n_items))
-        like_nll = -edge_log_likelihood(p, np.full(len(p), LIKE))
-        dislike_nll = -edge_log_likelihood(p, np.full(len(p), -LIKE))
-        edge_nll = np.where(labels == LIKE, like_nll[cols], dislike_nll[cols])
-        return edge_nll, bernoulli_entropy(p)[cols]
-    p = pooled.predict_proba(cols)
-    return -edge_log_likelihood(p, labels), bernoulli_entropy(p)
+    """-log f(x_ij) and H(p_j) on every edge."""
+    like_nll, dislike_nll, entropy = _item_terms(graph, pooled)
+    return np.where(labels == LIKE, like_nll[cols], dislike_nll[cols]), entropy[cols]
 
 
 def embed_by_category(

@@ -92,6 +92,28 @@ def test_item_without_edges_gives_finite_embeddings():
         assert np.isfinite(embed(graph, pooled, normalisation)).all()
 
 
+def test_catalogue_larger_than_the_edges_embeds_like_a_per_edge_sum():
+    """A few new customers against a large catalogue: only the items they touched are
+    predicted, and the result is the per-edge definition of Algorithms 2 and 3."""
+    rng = np.random.default_rng(3)
+    fitted = PreferenceGraph.from_edges(pd.DataFrame({
+        "customer_id": rng.integers(40, size=600), "item_id": rng.integers(300, size=600),
+        "label": rng.choice([1, -1], size=600)}))
+    pooled = ItemBernoulli().fit(fitted)
+    new = PreferenceGraph.from_edges(
+        pd.DataFrame({"customer_id": [0, 0, 1], "item_id": fitted.item_ids[[5, 9, 5]],
+                      "label": [1, -1, -1]}),
+        item_ids=fitted.item_ids,
+    )
+    assert new.n_items > new.n_edges
+    p = pooled.item_proba_
+    nll = np.array([-np.log(p[5]) - np.log(1 - p[9]), -np.log(1 - p[5])])
+    entropy = bernoulli_entropy(p)
+    np.testing.assert_allclose(embed(new, pooled, "degree"), nll / [2, 1])
+    np.testing.assert_allclose(embed(new, pooled, "entropy"),
+                               nll / [entropy[5] + entropy[9], entropy[5]])
+
+
 def test_unknown_normalisation():
     table = pd.DataFrame({"customer_id": [0, 1], "item_id": [0, 0], "label": [1, -1]})
     graph = PreferenceGraph.from_edges(table)
