@@ -199,8 +199,10 @@ def kmeans_1d_exact(values: np.ndarray, weights: np.ndarray, n_segments: int) ->
 
 
 # Up to this many distinct values, kmeans_1d_exact solves each layer on the full
-# start x end matrix (256^2 floats, 0.5 MB): faster than the recursion's many small steps
-DENSE_DP_MAX_VALUES = 256
+# start x end matrix. Measured on this machine: at 160 values it takes 0.5-0.8 ms for
+# K=2..9 against 0.7-4.6 ms for the recursion; from about 190 values the matrices leave
+# the cache and the full matrix loses for small K (1.7 against 0.7 ms at K=2).
+DENSE_DP_MAX_VALUES = 160
 
 
 def _labels_from_starts(starts: np.ndarray) -> np.ndarray:
