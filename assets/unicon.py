@@ -13,6 +13,7 @@ never from end users.
 """
 
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -114,14 +115,10 @@ class UniconSettings(dg.ConfigurableResource):
     classifier_learning_rate: float = 3e-3
 
     def unicon_config(self, **overrides) -> UniconConfig:
-        values = dict(
-            d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers,
-            dropout=self.dropout, learning_rate=self.learning_rate,
-            batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
-            seed=self.seed, threads=self.threads, device=self.device,
-        )
-        values.update(overrides)
-        return UniconConfig(**values)
+        """The training configuration: every UniconConfig field these settings share by
+        name (model size, optimiser, seed, threads, device), then ``overrides``."""
+        shared = {f.name for f in dataclasses.fields(UniconConfig)} & set(type(self).model_fields)
+        return UniconConfig(**({name: getattr(self, name) for name in shared} | overrides))
 
 
 # unicon_model and behaviour_segments save these for the assets downstream of them
@@ -540,7 +537,6 @@ def unicon_evaluation(duckdb: DuckDBStore, unicon_settings: UniconSettings,
     else:
         # every customer's bag would be the same empty vector: nothing to cluster
         metadata["bag_of_categories"] = "skipped: the items have no category attribute"
-    alpha = None
     if comparable and duckdb.table_exists("customer_segments"):
         alpha_table = duckdb.read_table("customer_segments").set_index("customer_id")
         alpha = alpha_table["segment"].reindex(pd.Index(data.customer_ids))
