@@ -1,16 +1,17 @@
-"""Figures as matplotlib objects (the Agg backend: no screen needed)."""
+"""Figures as matplotlib objects.
+
+Each function returns a bare :class:`matplotlib.figure.Figure`: no pyplot and no
+``matplotlib.use``, so importing this module leaves the session's backend alone (a
+notebook keeps its own), nothing needs a screen, and a figure is freed with its last
+reference instead of staying in pyplot's list of open figures.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from .clustering import kde_modes  # noqa: E402
+from .clustering import kde_modes
 
 
 def embedding_density(
@@ -20,7 +21,8 @@ def embedding_density(
     (the paper's Figure 1)."""
     x = np.asarray(embedding, dtype=float).ravel()
     modes, grid, density = kde_modes(x)
-    figure, axis = plt.subplots(figsize=(7, 3.2))
+    figure = Figure(figsize=(7, 3.2))
+    axis = figure.subplots()
     axis.plot(grid, density, color="black", lw=1.5, label="density")
     axis.plot(modes, np.interp(modes, grid, density), "v", color="tab:red", label="modes")
     if labels is not None:
@@ -43,7 +45,8 @@ def embedding_density(
 
 
 def bar_chart(labels: list[str], values: list[float], title: str, ylabel: str) -> Figure:
-    figure, axis = plt.subplots(figsize=(7, 3.2))
+    figure = Figure(figsize=(7, 3.2))
+    axis = figure.subplots()
     axis.bar(labels, values, color="tab:blue")
     axis.set_title(title)
     axis.set_ylabel(ylabel)

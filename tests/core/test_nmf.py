@@ -1,4 +1,5 @@
-"""NMF co-segmentation: recovery of planted co-clusters, rank selection, bad input."""
+"""NMF co-segmentation: recovery of planted co-clusters, rank selection, bad input,
+scikit-learn manners and figures."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 
 from segmentation_dagster.core.nmf import (
     CoSegmentation,
+    NMFSegmenter,
     block_order,
     choose_rank,
     consensus_matrix,
@@ -224,7 +228,7 @@ def test_figures_render():
 
 
 def test_poor_restarts_are_left_out_but_never_more_than_half():
-    from segmentation_dagster.core.nmf import _good_restarts
+    from segmentation_dagster.core.nmf.rank import _good_restarts
 
     errors = np.array([1.0, 1.005, 1.02, 1.3, 1.001])
     assert _good_restarts(errors, 0.01).tolist() == [True, True, False, False, True]
@@ -232,3 +236,53 @@ def test_poor_restarts_are_left_out_but_never_more_than_half():
     errors = np.array([1.6, 1.0, 1.5, 1.7, 1.55])
     assert _good_restarts(errors, 0.01).tolist() == [False, True, True, False, True]
     assert _good_restarts(errors, None).all()
+
+
+def test_cosegmentation_clones_with_its_parameters(blocks):
+    pm, _, _ = blocks
+    model = CoSegmentation(
+        n_components=3, loss="kullback-leibler", init="nndsvda", random_state=7, max_iter=50,
+        tol=1e-3,
+    )
+    assert model.get_params() == {
+        "n_components": 3, "loss": "kullback-leibler", "init": "nndsvda",
+        "random_state": 7, "max_iter": 50, "tol": 1e-3,
+    }
+    copy = clone(model.fit(pm))
+    assert copy is not model and copy.get_params() == model.get_params()
+    assert not hasattr(copy, "W_")  # clone copies parameters, never the fit
+    assert "n_components=3" in repr(copy)
+    # same parameters, same fit: the clone reproduces the original
+    np.testing.assert_array_equal(copy.fit(pm).customer_segments_, model.customer_segments_)
+    assert clone(model).set_params(n_components=4).fit(pm).W_.shape == (pm.shape[0], 4)
+
+
+def test_unfitted_cosegmentation_says_so(blocks):
+    pm, _, _ = blocks
+    model = CoSegmentation(2)
+    for call in (lambda: model.transform(pm), lambda: model.bundles(),
+                 lambda: plot_customer_heatmap(model), lambda: plot_product_heatmap(model)):
+        with pytest.raises(NotFittedError, match="CoSegmentation is not fitted"):
+            call()
+    with pytest.raises(ValueError, match="not fitted"):  # NotFittedError is a ValueError
+        model.predict(pm)
+
+
+# the edges are random in which items they touch, so NMF may stop at its iteration cap;
+# only the parameters matter here
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_nmf_segmenter_clones_with_its_parameters(synthetic_graph):
+    segmenter = NMFSegmenter(n_segments=4, loss="kullback-leibler", init="nndsvda",
+                             random_state=3)
+    assert isinstance(segmenter, BaseEstimator)  # through HardSegmenter
+    copy = clone(segmenter)
+    assert copy is not segmenter
+    assert copy.get_params() == {
+        "n_segments": 4, "loss": "kullback-leibler", "init": "nndsvda", "random_state": 3,
+    }
+    # sparse edges: every customer touching every item would give a rank-1 matrix
+    graph, _ = synthetic_graph(200, 40, 2, 0.3, 0)
+    fitted = copy.set_params(loss="frobenius", init="nndsvd", n_segments=2).fit(graph)
+    assert len(fitted.labels_) == graph.matrix.shape[0]
+    assert fitted.cosegmentation_.get_params()["n_components"] == 2
+    assert not hasattr(clone(fitted), "labels_")

@@ -1,24 +1,25 @@
 """UNICON figures: training curve, K selection, the paper's Figure 2 (distances to the
-centres) and Figure 4 (lookalike score densities; F2 and audience size against tau)."""
+centres) and Figure 4 (lookalike score densities; F2 and audience size against tau).
+
+Each function returns a bare :class:`matplotlib.figure.Figure`: no pyplot and no
+``matplotlib.use``, so importing this module leaves the session's backend alone and a
+figure is freed with its last reference.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from .lookalike import f_beta_at  # noqa: E402
-from .segments import KResult  # noqa: E402
+from .lookalike import f_beta_at
+from .segments import KResult
 
 
 def training_curve(history: list, title: str = "Next-item training") -> Figure:
     """Training loss and validation HR/NDCG per epoch (records with those attributes)."""
     epochs = [r.epoch for r in history]
-    figure, left = plt.subplots(figsize=(7, 3.2))
+    figure = Figure(figsize=(7, 3.2))
+    left = figure.subplots()
     left.plot(epochs, [r.train_loss for r in history], "o-", color="black", label="train loss")
     left.set_xlabel("epoch")
     left.set_ylabel("cross-entropy")
@@ -39,7 +40,8 @@ def training_curve(history: list, title: str = "Next-item training") -> Figure:
 def k_selection(results: dict[int, KResult], chosen: int, length_scale: float | None,
                 title: str = "Choice of K") -> Figure:
     ks = sorted(results)
-    figure, left = plt.subplots(figsize=(7, 3.2))
+    figure = Figure(figsize=(7, 3.2))
+    left = figure.subplots()
     left.plot(ks, [results[k].silhouette for k in ks], "o-", color="black",
               label="silhouette (cosine)")
     left.axvline(chosen, color="tab:green", ls=":", label=f"chosen K={chosen}")
@@ -64,7 +66,8 @@ def centre_distances(result: KResult, length_scale: float | None,
     """The paper's Figure 2: mean and standard deviation of the distance to the centre
     per segment (sorted), with the similarity length scale as a red line."""
     order = np.argsort(result.segment_mean_distance)
-    figure, axis = plt.subplots(figsize=(7, 3.2))
+    figure = Figure(figsize=(7, 3.2))
+    axis = figure.subplots()
     axis.errorbar(np.arange(result.k), result.segment_mean_distance[order],
                   yerr=result.segment_std_distance[order], fmt="o", color="black",
                   ecolor="gray", capsize=2, label="mean +- sd")
@@ -94,7 +97,8 @@ def lookalike(
     the lookalikes (non-core customers above tau). Right: F2 on the validation split
     (weighted to the population's class balance) and the number of lookalikes among all
     non-core customers (``pool_scores``), against tau."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    figure = Figure(figsize=(11, 3.6))
+    left, right = figure.subplots(1, 2)
     bins = np.linspace(0, 1, 41)
     noncore_scores = np.asarray(noncore_scores)
     pool_scores = np.asarray(pool_scores)
