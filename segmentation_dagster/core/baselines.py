@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import SpectralClustering
 from sklearn.preprocessing import normalize
+from sklearn.utils.validation import check_is_fitted
 
 from .clustering import check_n_segments
 from .graph import PreferenceGraph, category_counts
-from .segmenters import HardSegmenter
+from .segmenters import NOT_FITTED, HardSegmenter
 
 
 class PopulationModel(HardSegmenter):
@@ -111,7 +113,7 @@ def _latent_class_em(
     )
 
 
-class _LatentClassModel:
+class _LatentClassModel(ClusterMixin, BaseEstimator):
     """Parameters and fitting shared by :class:`LatentClassEM` (one like-rate per class)
     and :class:`CategoryLatentClassEM` (one per class and item category)."""
 
@@ -186,8 +188,7 @@ class LatentClassEM(_LatentClassModel, HardSegmenter):
         return self
 
     def predict_proba(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
-        if not hasattr(self, "alpha_"):
-            raise ValueError("LatentClassEM is not fitted; call fit(graph) first")
+        check_is_fitted(self, "alpha_", msg=NOT_FITTED)
         return self.responsibilities_[np.asarray(rows)] @ self.alpha_
 
 
@@ -208,8 +209,7 @@ class CategoryLatentClassEM(_LatentClassModel):
 
     def predict_proba(self, rows: np.ndarray, categories: np.ndarray) -> np.ndarray:
         """sum_k gamma_ik alpha_kb for edges (customer row, category index)."""
-        if not hasattr(self, "alpha_"):
-            raise ValueError("CategoryLatentClassEM is not fitted; call fit(graph) first")
+        check_is_fitted(self, "alpha_", msg=NOT_FITTED)
         rows, categories = np.asarray(rows), np.asarray(categories)
         return np.einsum("ek,ke->e", self.responsibilities_[rows], self.alpha_[:, categories])
 
@@ -245,8 +245,7 @@ class EmpiricalBayes(HardSegmenter):
         return self
 
     def predict_proba(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
-        if not hasattr(self, "posterior_mean_"):
-            raise ValueError("EmpiricalBayes is not fitted; call fit(graph) first")
+        check_is_fitted(self, "posterior_mean_", msg=NOT_FITTED)
         return self.posterior_mean_[np.asarray(rows)]
 
 

@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.signal import argrelextrema
 from scipy.stats import gaussian_kde
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans, MeanShift, SpectralClustering
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 METHODS = ("kmeans", "meanshift", "spectral")
@@ -53,7 +55,7 @@ def candidate_ks(embeddings: np.ndarray, around: int = 1, k_max: int | None = No
     return [k for k in ks if k_max is None or k <= k_max]
 
 
-class SegmentClusterer:
+class SegmentClusterer(ClusterMixin, BaseEstimator):
     """Cluster embeddings into ``n_segments`` groups, numbered in a stable order.
 
     Segments are renumbered so that segment 0 has the smallest centre along the first
@@ -68,7 +70,9 @@ class SegmentClusterer:
         self.method = method
         self.random_state = random_state
 
-    def fit(self, embeddings: np.ndarray) -> SegmentClusterer:
+    def fit(self, embeddings: np.ndarray, y: None = None) -> SegmentClusterer:
+        """Cluster ``embeddings`` ((m,) or (m, d)); ``y`` is ignored (scikit-learn's
+        signature for unsupervised estimators)."""
         x = as_2d(embeddings)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
@@ -106,8 +110,9 @@ class SegmentClusterer:
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         """The nearest centre for new embeddings (no refit)."""
-        if not hasattr(self, "cluster_centers_"):
-            raise ValueError("SegmentClusterer is not fitted")
+        check_is_fitted(
+            self, "cluster_centers_", msg="%(name)s is not fitted; call fit(embeddings) first"
+        )
         x = as_2d(embeddings)
         distances = ((x[:, None, :] - self.cluster_centers_[None]) ** 2).sum(axis=2)
         return distances.argmin(axis=1)

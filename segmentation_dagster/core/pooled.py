@@ -8,7 +8,9 @@ prediction. Every probability is clipped into [EPS, 1 - EPS] so no edge yields l
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
 
 from .graph import LIKE, PreferenceGraph
 
@@ -40,8 +42,12 @@ def _like_rate(graph: PreferenceGraph) -> float:
     return rate
 
 
-class PooledModel:
-    """Interface: ``fit(graph)`` then ``predict_proba(cols)`` -> P(like) per item column."""
+class PooledModel(BaseEstimator):
+    """Interface: ``fit(graph)`` then ``predict_proba(cols)`` -> P(like) per item column.
+
+    A scikit-learn estimator: ``__init__`` stores its arguments unchanged, ``fit`` sets
+    ``alpha_pool_`` (and the other attributes ending in ``_``).
+    """
 
     def fit(self, graph: PreferenceGraph) -> PooledModel:  # pragma: no cover - interface
         raise NotImplementedError
@@ -50,8 +56,8 @@ class PooledModel:
         raise NotImplementedError
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "alpha_pool_"):
-            raise ValueError(f"{type(self).__name__} is not fitted; call fit(graph) first")
+        # NotFittedError is a ValueError, so callers catching ValueError still do
+        check_is_fitted(self, "alpha_pool_", msg="%(name)s is not fitted; call fit(graph) first")
 
 
 class _ItemTableModel(PooledModel):
@@ -196,11 +202,27 @@ def make_pooled_model(name: str, **kwargs) -> PooledModel:
 
 class StoredPooledModel(_ItemTableModel):
     """A pooled model rebuilt from its stored item probabilities (no refit), so new
-    customers can be scored against the model the segments were built with."""
+    customers can be scored against the model the segments were built with.
+
+    It is fitted by construction: ``item_proba_`` and ``alpha_pool_`` are read from the
+    parameters ``item_proba`` and ``alpha_pool`` (stored unchanged, so ``clone`` works),
+    and ``fit`` does nothing.
+    """
 
     def __init__(self, item_proba: np.ndarray, alpha_pool: float):
-        self.item_proba_ = np.clip(np.asarray(item_proba, dtype=float), EPS, 1 - EPS)
-        self.alpha_pool_ = float(alpha_pool)
+        self.item_proba = item_proba
+        self.alpha_pool = alpha_pool
 
-    def fit(self, graph: PreferenceGraph) -> StoredPooledModel:
+    @property
+    def item_proba_(self) -> np.ndarray:
+        return np.clip(np.asarray(self.item_proba, dtype=float), EPS, 1 - EPS)
+
+    @property
+    def alpha_pool_(self) -> float:
+        return float(self.alpha_pool)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def fit(self, graph: PreferenceGraph | None = None) -> StoredPooledModel:
         return self

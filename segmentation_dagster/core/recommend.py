@@ -6,7 +6,7 @@ matrix scores EVERY product for a customer; products the customer has in train a
 removed; the top k of the rest are compared with the customer's held-out products.
 
 Scorers share one small interface: ``fit(train)`` then ``score(rows) -> (len(rows), n)``
-dense array (higher = recommend first):
+dense array (higher = recommend first); each is a scikit-learn ``BaseEstimator``:
 - :class:`FactorScorer` / :class:`NMFScorer`: W[rows] @ H (NMF co-segmentation);
 - :class:`PopularityScorer`: how many training customers have each product;
 - :class:`SegmentPopularityScorer`: the same count within the customer's segment, for
@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from .nmf import CoSegmentation
+
+# check_is_fitted's message for the scorers (it raises NotFittedError, a ValueError)
+_NOT_FITTED = "%(name)s is not fitted; call fit(train) first"
 
 # Cells (customers x products) of one dense score block: 2**24 float64 = 128 MB.
 MAX_BLOCK_CELLS = 1 << 24
@@ -140,16 +145,37 @@ def _check_matrix(train) -> sp.csr_matrix:
     return X
 
 
-class FactorScorer:
-    """score(rows) = W[rows] @ H for given factors (e.g. a fitted CoSegmentation)."""
+def _check_factors(W, H) -> None:
+    shapes = np.shape(W), np.shape(H)
+    if len(shapes[0]) != 2 or len(shapes[1]) != 2 or shapes[0][1] != shapes[1][0]:
+        raise ValueError(f"W (m, k) and H (k, n) do not conform: {shapes[0]} and {shapes[1]}")
+
+
+class FactorScorer(BaseEstimator):
+    """score(rows) = W[rows] @ H for given factors (e.g. a fitted CoSegmentation).
+
+    Fitted by construction: ``W_`` and ``H_`` are the parameters ``W`` and ``H`` (stored
+    unchanged, so ``clone`` works) as float arrays; ``fit`` only checks the shape.
+    """
 
     name = "factors"
 
     def __init__(self, W: np.ndarray, H: np.ndarray):
-        W, H = np.asarray(W, dtype=float), np.asarray(H, dtype=float)
-        if W.ndim != 2 or H.ndim != 2 or W.shape[1] != H.shape[0]:
-            raise ValueError(f"W (m, k) and H (k, n) do not conform: {W.shape} and {H.shape}")
-        self.W_, self.H_ = W, H
+        self.W = W
+        self.H = H
+        # refused at construction, as before: the factors are all this scorer has
+        _check_factors(W, H)
+
+    @property
+    def W_(self) -> np.ndarray:
+        return np.asarray(self.W, dtype=float)
+
+    @property
+    def H_(self) -> np.ndarray:
+        return np.asarray(self.H, dtype=float)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
 
     def fit(self, train=None) -> FactorScorer:
         if train is not None and train.shape != (len(self.W_), self.H_.shape[1]):
@@ -160,13 +186,17 @@ class FactorScorer:
         return self
 
     def score(self, rows: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, msg=_NOT_FITTED)
         return self.W_[np.asarray(rows)] @ self.H_
 
 
 class NMFScorer(FactorScorer):
     """Fit a :class:`~segmentation_dagster.core.nmf.CoSegmentation` on train; score W H.
 
-    Keyword arguments go to CoSegmentation (n_components, loss, init, ...).
+    Keyword arguments go to CoSegmentation (n_components, loss, init, ...). They are the
+    estimator's parameters: ``get_params`` lists them and ``set_params`` changes them, so
+    ``clone`` works although ``__init__`` takes ``**kwargs``, which scikit-learn's
+    introspection of the signature cannot see.
     """
 
     name = "nmf"
@@ -174,13 +204,32 @@ class NMFScorer(FactorScorer):
     def __init__(self, **cosegmentation_kwargs):
         self.cosegmentation_kwargs = cosegmentation_kwargs
 
+    def get_params(self, deep: bool = True) -> dict:
+        return dict(self.cosegmentation_kwargs)
+
+    def set_params(self, **params) -> NMFScorer:
+        self.cosegmentation_kwargs = {**self.cosegmentation_kwargs, **params}
+        return self
+
+    @property
+    def W_(self) -> np.ndarray:
+        check_is_fitted(self, msg=_NOT_FITTED)
+        return self.model_.W_
+
+    @property
+    def H_(self) -> np.ndarray:
+        check_is_fitted(self, msg=_NOT_FITTED)
+        return self.model_.H_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
     def fit(self, train) -> NMFScorer:
         self.model_ = CoSegmentation(**self.cosegmentation_kwargs).fit(_check_matrix(train))
-        self.W_, self.H_ = self.model_.W_, self.model_.H_
         return self
 
 
-class PopularityScorer:
+class PopularityScorer(BaseEstimator):
     """Every customer gets the same ranking: products by number of training customers."""
 
     name = "popularity"
@@ -191,10 +240,11 @@ class PopularityScorer:
         return self
 
     def score(self, rows: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "popularity_", msg=_NOT_FITTED)
         return np.tile(self.popularity_, (len(np.asarray(rows)), 1))
 
 
-class SegmentPopularityScorer:
+class SegmentPopularityScorer(BaseEstimator):
     """Products by their number of training customers within the customer's segment.
 
     ``segments`` is one hard segment per row of train (any integer labels; negative =
@@ -234,6 +284,7 @@ class SegmentPopularityScorer:
         return self
 
     def score(self, rows: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "table_", msg=_NOT_FITTED)
         # code -1 picks the last (all-zero) row: global popularity alone
         return self.table_[self.codes_[np.asarray(rows)]]
 

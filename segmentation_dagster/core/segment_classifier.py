@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
 
 from .graph import DISLIKE, LIKE
 from .metrics import auc
@@ -68,8 +70,12 @@ def _check_inputs(x: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, np.n
     return x, segments
 
 
-class SegmentClassifiers:
+class SegmentClassifiers(BaseEstimator):
     """One logistic regression per segment, plus a population model on all edges.
+
+    A scikit-learn estimator (``get_params``, ``clone``), but not a ``ClassifierMixin``:
+    ``fit`` and ``predict_proba`` need each edge's segment besides X, and there is no
+    ``predict``, so the mixin's ``score`` would not work.
 
     fit(X, y, segments): X holds one row per training edge (see :func:`edge_features`),
     y its label (+1/-1 or 0/1) and segments the segment of the edge's customer.
@@ -144,8 +150,9 @@ class SegmentClassifiers:
         return self.population_.predict_proba(x)[:, 1]
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "population_"):
-            raise ValueError("SegmentClassifiers is not fitted; call fit(X, y, segments) first")
+        check_is_fitted(
+            self, "population_", msg="%(name)s is not fitted; call fit(X, y, segments) first"
+        )
 
 
 def segment_auc_table(

@@ -11,6 +11,8 @@ Every method has ``fit(graph)``, then:
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
 
 from .clustering import SegmentClusterer, as_2d, check_n_segments, renumber_by
 from .embedding import (
@@ -33,8 +35,18 @@ def segment_like_rates(
     return (likes + prior) / (edges + 2 * prior)
 
 
-class HardSegmenter:
-    """Shared tail of every hard-segmentation method: alpha_k and predictions."""
+# check_is_fitted's message for every segmenter (it raises NotFittedError, a ValueError)
+NOT_FITTED = "%(name)s is not fitted; call fit(graph) first"
+
+
+class HardSegmenter(ClusterMixin, BaseEstimator):
+    """Shared tail of every hard-segmentation method: alpha_k and predictions.
+
+    A scikit-learn estimator: subclasses store their ``__init__`` arguments unchanged
+    under their own names (so ``get_params``, ``clone`` and the repr work) and set
+    fitted attributes, ending in ``_``, only in ``fit(graph)``. ``fit_predict(graph)``
+    (from ``ClusterMixin``) returns ``labels_``.
+    """
 
     name = "hard"
 
@@ -48,8 +60,7 @@ class HardSegmenter:
         self.segment_sizes_ = np.bincount(self.labels_, minlength=n)
 
     def predict_proba(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
-        if not hasattr(self, "labels_"):
-            raise ValueError(f"{type(self).__name__} is not fitted; call fit(graph) first")
+        check_is_fitted(self, "labels_", msg=NOT_FITTED)
         return self.segment_alpha_[self.labels_[np.asarray(rows)]]
 
 
@@ -133,8 +144,7 @@ class ModelEmbeddingSegmenter(HardSegmenter):
 
         Build ``graph`` with ``item_ids=segmenter.item_ids_`` so columns line up.
         """
-        if not hasattr(self, "pooled_model_"):
-            raise ValueError("ModelEmbeddingSegmenter is not fitted; call fit(graph) first")
+        check_is_fitted(self, "pooled_model_", msg=NOT_FITTED)
         if len(graph.item_ids) != len(self.item_ids_) or not np.array_equal(
             graph.item_ids, self.item_ids_
         ):

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+)
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 
@@ -59,24 +65,24 @@ def f_beta_curve(y_true: np.ndarray, scores: np.ndarray, beta: float = 2.0,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """F-beta, precision and recall of "score >= t" for every distinct score t
     (descending), each customer counting ``weights`` times (default 1). Returns
-    (thresholds, f, precision, recall)."""
+    (thresholds, f, precision, recall).
+
+    Precision and recall are scikit-learn's ``precision_recall_curve`` (which drops
+    customers of weight 0), turned to descending thresholds without its final
+    (precision 1, recall 0) point; scikit-learn has no F-beta curve, so F-beta is
+    computed from them (0 where precision and recall are both 0)."""
     y_true = np.asarray(y_true, dtype=bool)
-    scores = np.asarray(scores, dtype=float)
-    weights = np.ones(len(y_true)) if weights is None else np.asarray(weights, dtype=float)
     if not y_true.any():
         raise ValueError("F-beta needs at least one positive")
-    order = np.argsort(-scores, kind="stable")
-    s, y, w = scores[order], y_true[order], weights[order]
-    last = np.r_[s[1:] != s[:-1], True]  # last row of each run of equal scores
-    tp = np.cumsum(w * y)[last]
-    predicted = np.cumsum(w)[last]
-    precision = tp / predicted
-    recall = tp / (w * y).sum()
+    precision, recall, thresholds = precision_recall_curve(
+        y_true, np.asarray(scores, dtype=float), sample_weight=weights
+    )
+    precision, recall, thresholds = precision[-2::-1], recall[-2::-1], thresholds[::-1]
     b2 = beta**2
     denominator = b2 * precision + recall
     f = np.divide((1 + b2) * precision * recall, denominator,
                   out=np.zeros_like(precision), where=denominator > 0)
-    return s[last], f, precision, recall
+    return thresholds, f, precision, recall
 
 
 def population_weights(y_true: np.ndarray, n_positive: int, n_negative: int) -> np.ndarray:
@@ -108,18 +114,21 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, beta: float = 2.0,
 
 def f_beta_at(y_true: np.ndarray, selected: np.ndarray, beta: float = 2.0,
               weights: np.ndarray | None = None) -> tuple[float, float, float]:
-    """(precision, recall, F-beta) of a selection; precision is NaN for an empty one."""
+    """(precision, recall, F-beta) of a selection, by scikit-learn's
+    ``precision_recall_fscore_support``; precision is NaN for an empty selection, recall
+    and F-beta are NaN when there is no positive."""
     y_true, selected = np.asarray(y_true, bool), np.asarray(selected, bool)
-    weights = np.ones(len(y_true)) if weights is None else np.asarray(weights, dtype=float)
-    tp = float(weights[y_true & selected].sum())
-    chosen = float(weights[selected].sum())
-    positives = float(weights[y_true].sum())
-    precision = tp / chosen if selected.any() else float("nan")
-    recall = tp / positives if y_true.any() else float("nan")
-    b2 = beta**2
-    if not (np.isfinite(precision) and np.isfinite(recall)) or precision + recall == 0:
-        return precision, recall, 0.0 if np.isfinite(recall) else float("nan")
-    return precision, recall, (1 + b2) * precision * recall / (b2 * precision + recall)
+    if len(y_true) == 0:  # scikit-learn refuses empty input; nothing selected, no positive
+        return float("nan"), float("nan"), float("nan")
+    precision, recall, f, _ = precision_recall_fscore_support(
+        y_true, selected, beta=beta, sample_weight=weights, average="binary",
+        zero_division=np.nan,
+    )
+    if not y_true.any():
+        # scikit-learn scores F 0 for a non-empty selection without positives; the
+        # F-beta of an audience for a rule nobody meets is undefined, as before
+        f = float("nan")
+    return float(precision), float(recall), float(f)
 
 
 def top_m(scores: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
@@ -201,9 +210,12 @@ def rule_progress(matches_before: np.ndarray, rule_item_events: np.ndarray) -> n
     return matches_before + related / (related.max(initial=0.0) + 1.0)
 
 
-class BagOfItemsLogistic:
+class BagOfItemsLogistic(BaseEstimator):
     """Logistic regression on log(1 + counts) of each item in the history, class-balanced,
-    C picked by validation average precision over a small grid."""
+    C picked by validation average precision over a small grid.
+
+    A scikit-learn estimator (``get_params``, ``clone``), but not a ``ClassifierMixin``:
+    ``fit`` needs the validation split besides (x, y), and there is no ``predict``."""
 
     def __init__(self, c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0), seed: int = 0):
         self.c_grid = c_grid
@@ -226,4 +238,5 @@ class BagOfItemsLogistic:
         return self
 
     def predict_proba(self, x: sp.csr_matrix) -> np.ndarray:
+        check_is_fitted(self, "model_", msg="%(name)s is not fitted; call fit first")
         return self.model_.predict_proba(x.log1p())[:, 1]

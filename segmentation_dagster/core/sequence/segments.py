@@ -20,25 +20,29 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import curve_fit
+from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score, silhouette_score
+from sklearn.preprocessing import normalize
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from .data import PAD, SequenceData, Vocabulary
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length (float64; an all-zero row stays zero)."""
     x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # checked here, not left to scikit-learn, so the message says what holds the NaN
     if not np.isfinite(x).all():
         raise ValueError("embeddings contain NaN or infinite values")
-    return x / np.maximum(norms, 1e-12)
+    return normalize(x, norm="l2", axis=1)
 
 
 @dataclass
@@ -124,19 +128,27 @@ def similarity_length_scale(distance: np.ndarray, similarity: np.ndarray,
     return float(scale) if np.isfinite(scale) else float("nan")
 
 
-@dataclass
-class BehaviourSegmenter:
+class BehaviourSegmenter(BaseEstimator):
     """k-means (cosine) for every K in ``k_values``; K by the rule in the module docstring.
 
     ``fit(embeddings, length_scale=None)`` sets ``results_`` (one :class:`KResult` per K),
     ``k_``, ``labels_``, ``centres_``, ``distances_``.
+
+    A scikit-learn estimator (``get_params``, ``clone``). Not a ``ClusterMixin``: its
+    ``predict`` returns the distances to the centres besides the segments.
     """
 
-    k_values: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    seed: int = 0
-    n_init: int = 4
-    silhouette_sample: int = 4000
-    results_: dict[int, KResult] = field(default_factory=dict, init=False)
+    def __init__(
+        self,
+        k_values: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8),
+        seed: int = 0,
+        n_init: int = 4,
+        silhouette_sample: int = 4000,
+    ) -> None:
+        self.k_values = k_values
+        self.seed = seed
+        self.n_init = n_init
+        self.silhouette_sample = silhouette_sample
 
     def fit(self, embeddings: np.ndarray, length_scale: float | None = None
             ) -> BehaviourSegmenter:
@@ -163,6 +175,9 @@ class BehaviourSegmenter:
 
     def predict(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centre (cosine) and the distance to it, for new embeddings."""
+        check_is_fitted(
+            self, "centres_", msg="%(name)s is not fitted; call fit(embeddings) first"
+        )
         unit = l2_normalise(embeddings - self.mean_)
         similarity = unit @ self.centres_.T
         labels = similarity.argmax(axis=1)

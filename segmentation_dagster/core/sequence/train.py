@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.metrics import average_precision_score
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .data import SequenceData, Vocabulary
@@ -158,7 +160,7 @@ def seen_so_far(items: torch.Tensor, n_items: int, predicting: torch.Tensor) -> 
     return first.to(small)[rows, 1:] <= steps.to(small)[:, None]
 
 
-class NextItemModel:
+class NextItemModel(BaseEstimator):
     """The transformer trained to predict each next item (softmax cross-entropy over all
     items), early-stopped on validation NDCG@k; its mean output over a customer's events
     is the consumer embedding.
@@ -259,8 +261,7 @@ class NextItemModel:
 
     # ---------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise RuntimeError("the model is not fitted")
+        check_is_fitted(self, "network_", msg="%(name)s is not fitted; call fit first")
 
     @property
     def device_(self) -> torch.device:
@@ -370,7 +371,7 @@ class NextItemModel:
         return model
 
 
-class LookalikeClassifier:
+class LookalikeClassifier(BaseEstimator):
     """P(core) from a customer's sequence: the class-attention head on the CLS output,
     trained with binary cross-entropy (positives weighted to balance the classes), the
     encoder fine-tuned from a next-item model when one is given; early-stopped on the
@@ -479,8 +480,7 @@ class LookalikeClassifier:
 
     def predict_proba(self, data: SequenceData) -> np.ndarray:
         """P(core) for each sequence (every sequence needs at least one event)."""
-        if not hasattr(self, "network_"):
-            raise RuntimeError("the classifier is not fitted")
+        check_is_fitted(self, "network_", msg="%(name)s is not fitted; call fit first")
         if (data.lengths < 1).any():
             raise ValueError("every sequence needs at least one event")
         with torch_session(None, self.config.threads, self.device_):
