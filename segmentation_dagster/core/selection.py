@@ -1,0 +1,411 @@
+"""Choosing the pooled model, the normalisation, the embedding and K on validation edges.
+
+Every candidate (pooled model x normalisation x scalar / per-category vector embedding
+x K) segments the training customers; item-level segment models
+(:mod:`~segmentation_dagster.core.segment_models`) are fitted on those segments and score
+the held-out VALIDATION edges. The criterion is each validation customer's summed
+log-likelihood of their validation edges, averaged over customers (nats per customer).
+The one-standard-error rule then takes the SIMPLEST candidate whose score is within one
+standard error (of the paired per-customer difference) of the best, and a minimum
+segment share rejects candidates with an artefact segment. Test edges never enter.
+
+Cost: one pooled fit and embedding per (pooled model, normalisation, embedding kind);
+one clustering and one segment-model fit (closed form, a group-by over the edges) per K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .clustering import SegmentClusterer, as_2d
+from .graph import PreferenceGraph
+from .pooled import edge_log_likelihood
+from .segment_models import (
+    SegmentItemModel,
+    Validation,
+    check_validation,
+    segment_model_for,
+    split_validation_edges,
+)
+from .segmenters import ModelEmbeddingSegmenter
+
+SCALE = (
+    "validation log-likelihood: mean over validation customers of the sum over their "
+    "validation edges (nats per customer, higher is better)"
+)
+# Simplicity order of the pooled models for the one-standard-error rule.
+POOLED_ORDER = ("global", "category:global", "item", "category:item", "features",
+                "category:features")
+SEGMENT_MODELS = ("item", "pooled")
+SMALL_SEGMENT_RULES = ("fold", "reject")
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """One candidate segmentation. ``category_rank`` None is the scalar embedding."""
+
+    pooled: str
+    normalisation: str
+    category_rank: int | None
+    n_segments: int
+
+    @property
+    def embedding(self) -> str:
+        return "scalar" if self.category_rank is None else f"vector (rank {self.category_rank})"
+
+    def complexity(self, normalisations: Sequence[str]) -> tuple:
+        """Fewer segments first, then the simpler pooled model, scalar before vector
+        (lower rank first), then the normalisation in the order given."""
+        return (
+            self.n_segments,
+            POOLED_ORDER.index(self.pooled) if self.pooled in POOLED_ORDER else len(POOLED_ORDER),
+            0 if self.category_rank is None else self.category_rank,
+            list(normalisations).index(self.normalisation),
+        )
+
+
+def one_standard_error_choice(
+    per_unit_scores: np.ndarray, complexity: Sequence[tuple], eligible: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The one-standard-error rule over any candidates (a generalisation of
+    :func:`~segmentation_dagster.core.clustering.select_k_one_standard_error` to an
+    arbitrary simplicity order and to ineligible candidates).
+
+    ``per_unit_scores`` is (candidates, units), higher is better, aligned across
+    candidates (one column per validation customer). Returns (chosen index, mean, se,
+    gap to best): the best is the eligible candidate with the highest mean; se is the
+    standard error of the paired difference with the best; the chosen one is the eligible
+    candidate of lowest ``complexity`` whose gap is at most its se.
+    """
+    scores = np.asarray(per_unit_scores, dtype=float)
+    if scores.ndim != 2 or len(scores) != len(complexity) or len(eligible) != len(scores):
+        raise ValueError("per_unit_scores, complexity and eligible must describe the same "
+                         "candidates")
+    scored = np.isfinite(scores).all(axis=1)  # a row with NaN is a failed candidate
+    eligible = np.asarray(eligible, dtype=bool) & scored
+    if not eligible.any():
+        raise ValueError("no eligible candidate to choose from")
+    mean = np.full(len(scores), np.nan)
+    mean[scored] = scores[scored].mean(axis=1)
+    # ties in the mean go to the simpler candidate
+    best = min(np.flatnonzero(eligible), key=lambda i: (-mean[i], complexity[i]))
+    n = scores.shape[1]
+    se = np.full(len(scores), np.nan)
+    diff = scores[best][None, :] - scores[scored]
+    se[scored] = diff.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else 0.0
+    gap = mean[best] - mean
+    within = eligible & (gap <= se)
+    chosen = min(np.flatnonzero(within), key=lambda i: complexity[i])
+    return int(chosen), mean, se, gap
+
+
+class SegmentationSelector(BaseEstimator):
+    """Model embedding with the pooled model, normalisation, embedding and K chosen on
+    validation edges, and item-level segment models for prediction.
+
+    Parameters (each a list of options; pin a choice by giving one option)
+    ----------
+    pooled : pooled models to try; None tries 'global' and 'item', plus
+        'category:global' when items have categories and 'features' when
+        ``item_features`` is given
+    normalisations : 'entropy' and/or 'degree' (the first is preferred on ties)
+    category_ranks : None for the scalar embedding, or a rank for the per-category vector
+        embedding (Alg. 4); vector candidates need item categories and rank <= categories
+    ks : numbers of segments; K=1 (no segmentation: the pooled item model) is one
+        candidate, not one per embedding
+    min_share : the smallest share of the customers a segment may hold; smaller ones are
+        artefacts (e.g. a handful of customers who "like" everything they played)
+    small_segments : what happens to a candidate with a segment below ``min_share``:
+        'reject' drops the candidate; 'fold' (default) moves those customers to the
+        nearest large segment (by embedding centre) and scores the candidate with the
+        segments that remain. Rejecting alone can throw away the real structure: a
+        far-away artefact is isolated first by k-means, so every larger K carries it
+    segment_model : 'item' (score every candidate with :class:`SegmentItemModel`) or
+        'pooled' (with the segment model of the candidate's pooled class)
+    strength_grid : shrinkage strengths for the segment models (None: their default)
+    validation_fraction : share of each customer's edges held out when ``fit`` gets no
+        validation edges; the chosen spec is then refitted on the whole graph
+
+    Fitted attributes: ``table_`` (every candidate: score, se, gap_to_best, eligible,
+    chosen, scale), ``spec_`` (the chosen :class:`CandidateSpec`), ``strength_``,
+    ``segmenter_`` (a fitted :class:`ModelEmbeddingSegmenter`, or None for K=1),
+    ``segment_model_``, ``labels_``, ``n_segments_``, ``segment_sizes_``.
+    """
+
+    name = "model_embedding_selected"
+
+    def __init__(
+        self,
+        pooled: Sequence[str] | None = None,
+        normalisations: Sequence[str] = ("entropy", "degree"),
+        category_ranks: Sequence[int | None] = (None, 2),
+        ks: Sequence[int] = (1, 2, 3, 4, 5, 6),
+        min_share: float = 0.02,
+        small_segments: str = "fold",
+        segment_model: str = "item",
+        strength_grid: Sequence[float] | None = None,
+        cluster_method: str = "kmeans",
+        item_features: np.ndarray | None = None,
+        validation_fraction: float = 0.1,
+        random_state: int = 0,
+    ):
+        self.pooled = pooled
+        self.normalisations = normalisations
+        self.category_ranks = category_ranks
+        self.ks = ks
+        self.min_share = min_share
+        self.small_segments = small_segments
+        self.segment_model = segment_model
+        self.strength_grid = strength_grid
+        self.cluster_method = cluster_method
+        self.item_features = item_features
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- candidates
+    def _pooled_options(self, graph: PreferenceGraph) -> list[str]:
+        if self.pooled is not None:
+            options = list(self.pooled)
+            if not options:
+                raise ValueError("pooled must name at least one pooled model")
+            return options
+        options = ["global", "item"]
+        if graph.item_categories is not None:
+            options.insert(1, "category:global")
+        if self.item_features is not None:
+            options.append("features")
+        return options
+
+    def _rank_options(self, graph: PreferenceGraph) -> list[int | None]:
+        ranks = list(self.category_ranks)
+        if not ranks:
+            raise ValueError("category_ranks must hold at least one option (None = scalar)")
+        if graph.item_categories is None:
+            kept = [r for r in ranks if r is None]
+            return kept or [None]
+        n_categories = len(np.unique(graph.item_categories))
+        return [r for r in ranks if r is None or 1 <= int(r) <= n_categories] or [None]
+
+    def _check_params(self) -> None:
+        ks = list(self.ks)
+        if not ks or any(int(k) != k or k < 1 for k in ks):
+            raise ValueError(f"ks must be positive integers, got {self.ks!r}")
+        if not 0 <= self.min_share < 1:
+            raise ValueError(f"min_share must be in [0, 1), got {self.min_share}")
+        if self.small_segments not in SMALL_SEGMENT_RULES:
+            raise ValueError(f"small_segments must be one of {SMALL_SEGMENT_RULES}, "
+                             f"got {self.small_segments!r}")
+        if self.segment_model not in SEGMENT_MODELS:
+            raise ValueError(f"segment_model must be one of {SEGMENT_MODELS}, "
+                             f"got {self.segment_model!r}")
+        if not list(self.normalisations):
+            raise ValueError("normalisations must hold at least one option")
+
+    def _new_segment_model(self, pooled: str):
+        params = {} if self.strength_grid is None else {"strength_grid": self.strength_grid}
+        if self.segment_model == "item":
+            return SegmentItemModel(**params)
+        return segment_model_for(pooled, self.item_features, **params)
+
+    def _segmenter(self, spec: CandidateSpec) -> ModelEmbeddingSegmenter:
+        pooled_kwargs = None
+        if "features" in spec.pooled:
+            pooled_kwargs = {"item_features": self.item_features}
+        return ModelEmbeddingSegmenter(
+            spec.n_segments, pooled=spec.pooled, normalisation=spec.normalisation,
+            category_rank=spec.category_rank, cluster_method=self.cluster_method,
+            random_state=self.random_state, pooled_kwargs=pooled_kwargs,
+        )
+
+    # ---------------------------------------------------------------- fit
+    def fit(
+        self, graph: PreferenceGraph, validation: Validation | None = None
+    ) -> SegmentationSelector:
+        """Score every candidate on ``validation`` (edges of ``graph``'s customers held out
+        of it) or, without it, on a split of ``graph``; then fit the chosen one."""
+        self._check_params()
+        if validation is None:
+            train, validation = split_validation_edges(
+                graph, self.validation_fraction, self.random_state
+            )
+        else:
+            train = graph
+        rows, cols, y = check_validation(validation, train)
+        m = train.n_customers
+        customers = np.unique(rows)  # validation customers: one score column each
+        records: list[dict] = []
+        per_customer: list[np.ndarray] = []
+
+        def score(spec: CandidateSpec, clusters: np.ndarray | None,
+                  embedding: np.ndarray | None, reason: str = "") -> None:
+            record = {"spec": spec, "n_effective": spec.n_segments, "folded": 0,
+                      "share": np.nan, "strength": np.nan, "reason": reason, "ok": False}
+            records.append(record)
+            if clusters is None:
+                per_customer.append(np.full(len(customers), np.nan))
+                return
+            labels, folded = clusters, 0
+            if spec.n_segments > 1:
+                mapping = fold_small_segments(clusters, embedding, self.min_share)
+                labels = mapping[clusters]
+                folded = int((mapping != np.arange(len(mapping)))[clusters].sum())
+            sizes = np.bincount(labels)
+            record["share"] = float(sizes.min() / m)
+            record["n_effective"] = len(sizes)
+            record["folded"] = folded
+            if folded and self.small_segments == "reject":
+                record["reason"] = (f"a segment of {folded / m:.2%} of the customers is below "
+                                    f"min_share {self.min_share:.2%}")
+                per_customer.append(np.full(len(customers), np.nan))
+                return
+            model = self._new_segment_model(spec.pooled)
+            model.select_strength(train, labels, rows, cols, y)
+            ll = edge_log_likelihood(model.predict_proba(rows, cols), y)
+            per_customer.append(np.bincount(rows, weights=ll, minlength=m)[customers])
+            record["strength"] = model.strength_
+            record["ok"] = True
+            if folded:
+                record["reason"] = (f"{folded} customers of segments below min_share "
+                                    f"{self.min_share:.2%} folded into the nearest segment")
+
+        ks = sorted({int(k) for k in self.ks})
+        normalisations = list(self.normalisations)
+        pooled_options = self._pooled_options(train)
+        if 1 in ks:
+            score(CandidateSpec(pooled_options[0], normalisations[0], None, 1),
+                  np.zeros(m, dtype=np.int64), None)
+        for pooled in pooled_options:
+            for normalisation in normalisations:
+                for rank in self._rank_options(train):
+                    try:  # one pooled fit and embedding for every K
+                        embedding = self._segmenter(
+                            CandidateSpec(pooled, normalisation, rank, 1)
+                        ).fit(train).embedding_
+                    except ValueError as error:
+                        for k in ks[1:] if ks[0] == 1 else ks:
+                            score(CandidateSpec(pooled, normalisation, rank, k), None, None,
+                                  f"embedding failed: {error}")
+                        continue
+                    for k in ks:
+                        if k == 1:
+                            continue
+                        spec = CandidateSpec(pooled, normalisation, rank, k)
+                        try:
+                            clusters = SegmentClusterer(
+                                k, self.cluster_method, self.random_state
+                            ).fit(embedding).labels_
+                        except ValueError as error:
+                            score(spec, None, None, f"clustering failed: {error}")
+                            continue
+                        score(spec, clusters.astype(np.int64), embedding)
+
+        specs = [r["spec"] for r in records]
+        eligible = np.array([r["ok"] for r in records])
+        if not eligible.any():
+            raise ValueError(
+                "no candidate could be scored: " + "; ".join(sorted({r["reason"] for r in records}))
+            )
+        # simplicity counts the segments actually kept (after folding)
+        complexity = [
+            (r["n_effective"],) + r["spec"].complexity(normalisations)[1:] for r in records
+        ]
+        chosen, mean, se, gap = one_standard_error_choice(
+            np.vstack(per_customer), complexity, eligible
+        )
+        self.table_ = pd.DataFrame({
+            "candidate": [f"{s.pooled} / {s.normalisation} / {s.embedding} / K={s.n_segments}"
+                          for s in specs],
+            "pooled": [s.pooled for s in specs],
+            "normalisation": [s.normalisation for s in specs],
+            "embedding": [s.embedding for s in specs],
+            "category_rank": pd.array([s.category_rank for s in specs], dtype="Int64"),
+            "n_clusters": [s.n_segments for s in specs],
+            "n_segments": [r["n_effective"] for r in records],
+            "folded_customers": [r["folded"] for r in records],
+            "smallest_segment_share": [r["share"] for r in records],
+            "score": mean,
+            "se": se,
+            "gap_to_best": gap,
+            "strength": [r["strength"] for r in records],
+            "eligible": eligible,
+            "within_one_se": eligible & (gap <= se),
+            "chosen": np.arange(len(specs)) == chosen,
+            "note": [r["reason"] for r in records],
+            "scale": SCALE,
+            "n_validation_customers": len(customers),
+            "n_validation_edges": len(rows),
+        })
+        self.spec_ = specs[chosen]
+        self.strength_ = float(records[chosen]["strength"])
+        self._fit_chosen(graph)
+        return self
+
+    def _fit_chosen(self, graph: PreferenceGraph) -> None:
+        spec = self.spec_
+        if spec.n_segments == 1:
+            self.segmenter_ = None
+            self.segment_map_ = np.zeros(1, dtype=np.int64)
+            labels = np.zeros(graph.n_customers, dtype=np.int64)
+        else:
+            self.segmenter_ = self._segmenter(spec).fit(graph)
+            clusters = np.asarray(self.segmenter_.labels_, dtype=np.int64)
+            self.segment_map_ = fold_small_segments(
+                clusters, self.segmenter_.embedding_, self.min_share
+            )
+            labels = self.segment_map_[clusters]
+        model = self._new_segment_model(spec.pooled).set_params(strength=self.strength_)
+        self.segment_model_ = model.fit(graph, labels)
+        self.labels_ = labels
+        self.n_segments_ = int(labels.max()) + 1
+        self.segment_sizes_ = np.bincount(labels, minlength=self.n_segments_)
+
+    def predict_proba(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """P(like) for edges (customer row of the fitted graph, item column)."""
+        check_is_fitted(self, "segment_model_")
+        return self.segment_model_.predict_proba(rows, cols)
+
+    def assign(self, graph: PreferenceGraph) -> np.ndarray:
+        """Segments of NEW customers (graph built with the fitted item ids): the nearest
+        stored cluster centre, then the same folding of small segments."""
+        check_is_fitted(self, "segment_model_")
+        if self.segmenter_ is None:
+            return np.zeros(graph.n_customers, dtype=np.int64)
+        return self.segment_map_[self.segmenter_.assign(graph)]
+
+
+def fold_small_segments(
+    clusters: np.ndarray, embedding: np.ndarray | None, min_share: float
+) -> np.ndarray:
+    """A map cluster -> segment that folds every cluster holding fewer than ``min_share``
+    of the customers into the nearest (by centre, in the embedding) large cluster, then
+    numbers the segments 0..K'-1 in the clusters' order. Identity when none is small, or
+    when every cluster is small."""
+    clusters = np.asarray(clusters)
+    sizes = np.bincount(clusters)
+    large = sizes >= min_share * len(clusters)
+    if large.all() or not large.any():
+        return np.arange(len(sizes))
+    x = as_2d(embedding)
+    present = sizes > 0
+    centres = np.zeros((len(sizes), x.shape[1]))
+    np.add.at(centres, clusters, x)
+    centres[present] /= sizes[present, None]
+    distance = ((centres[:, None, :] - centres[None, large, :]) ** 2).sum(axis=2)
+    target = np.flatnonzero(large)[distance.argmin(axis=1)]
+    target[large] = np.flatnonzero(large)
+    return np.unique(target, return_inverse=True)[1].reshape(-1)
+
+
+__all__ = [
+    "SCALE",
+    "CandidateSpec",
+    "SegmentationSelector",
+    "fold_small_segments",
+    "one_standard_error_choice",
+]
