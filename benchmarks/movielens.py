@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from assets.cold_start import MULTI_GENRE_TASK, score_table
 from segmentation_dagster.core import cold_start as cs
 from segmentation_dagster.core.movielens import genre_column, genre_items, load_movielens
+from segmentation_dagster.core.registry import MethodContext
 
 # The paper's MovieLens-1M numbers (accuracy %), quoted for comparison only.
 PAPER_TABLE2 = {
@@ -101,25 +103,43 @@ def primary_among(movies: pd.DataFrame, genres: list[str]) -> pd.Series:
     return pd.Series(first, index=movies["item_id"].to_numpy()[has])
 
 
-def variant_methods(data, edges: pd.DataFrame, genres: list[str]) -> list[cs.Method]:
-    """Model-embedding variants; the first is the paper's (and the library's) default."""
+def variant_runs(data, edges: pd.DataFrame, genres: list[str]) -> list[dict]:
+    """Model-embedding variants as protocol arguments (the reported name -> the registry
+    method, its context and item features); the first is the paper's (and the library's)
+    default."""
     features = movie_features(data)
-    methods = []
+    runs = []
     for pooled in ("global", "item", "features"):
         for norm in ("entropy", "degree"):
-            kwargs = {"pooled": pooled, "normalisation": norm}
-            if pooled == "features":
-                kwargs["item_features"] = features
-            methods.append(cs.model_embedding_method(f"{pooled}/{norm}", **kwargs))
+            runs.append({
+                "methods": {f"{pooled}/{norm}": "model_embedding"},
+                "context": MethodContext(embedding={"pooled": pooled, "normalisation": norm}),
+                "item_features": features if pooled == "features" else None,
+            })
     context = primary_among(data.movies, genres)
     context_edges = edges[edges["item_id"].isin(context.index)]
     for rank in (1, 2):
-        methods.append(
-            cs.context_embedding_method(
-                context_edges, context, name=f"multi-genre context/rank {rank}", rank=rank
-            )
+        runs.append({
+            "methods": {f"multi-genre context/rank {rank}": "model_embedding_context"},
+            "context": MethodContext(context_edges=context_edges, item_categories=context,
+                                     embedding={"category_rank": rank}),
+        })
+    return runs
+
+
+def run_variants(edges: pd.DataFrame, items: dict, runs: list[dict], ks) -> cs.ColdStartResult:
+    """Every variant through the protocol, stacked per genre as one result (each variant
+    has its own context, so each is its own run)."""
+    results = [cs.run_cold_start(edges, items, ks=ks, **run) for run in runs]
+    return cs.ColdStartResult([
+        cs.GenreResult(
+            genre.genre,
+            pd.concat([r.genres[i].summary for r in results], ignore_index=True),
+            pd.concat([r.genres[i].k_sweep for r in results], ignore_index=True),
+            pd.DataFrame(), genre.stats,
         )
-    return methods
+        for i, genre in enumerate(results[0].genres)
+    ])
 
 
 def paper_table2(result: cs.ColdStartResult) -> pd.DataFrame:
@@ -358,9 +378,10 @@ def main(argv: list[str] | None = None) -> dict:
     print("Paper numbers are MovieLens-1M (6,040 users, 1M ratings); ours are from "
           f"{data.name}. Accuracy in %.")
 
-    methods = cs.default_methods(cs.demographic_attributes(data.users))
+    context = MethodContext(customer_attributes=cs.demographic_attributes(data.users))
     items = {g: genre_items(data.movies, g) for g in args.genres}
-    result = cs.run_cold_start(edges, items, methods, args.ks, timing_budget=args.timing_budget)
+    result = cs.run_cold_start(edges, items, cs.PAPER_METHODS, args.ks,
+                               timing_budget=args.timing_budget, context=context)
     show("Table 2: new-movie like prediction (train stats, accuracy %, embed gain %)",
          paper_table2(result))
     show("Table 6: other baselines (accuracy %, chosen K)", other_baselines(result))
@@ -384,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
         "segments": records(result.segments),
         "stats": records(result.stats),
     }
-    comparison = [cs.model_comparison_rows(result.summary, data.name)]
+    comparison = [score_table(result.summary, data.name, add_mean=True)]
 
     if not args.skip_multi_genre:
         item_genre = cs.single_genre_movies(data.movies, args.genres)
@@ -395,12 +416,11 @@ def main(argv: list[str] | None = None) -> dict:
         out["multi_genre"] = {"summary": records(multi.summary),
                               "k_sweep": records(multi.k_sweep), "stats": records(multi.stats)}
         comparison.append(
-            cs.model_comparison_rows(multi.summary, data.name, task=cs.MULTI_GENRE_TASK)
+            score_table(multi.summary, data.name, task=MULTI_GENRE_TASK, add_mean=True)
         )
 
     if not args.skip_variants:
-        variants = cs.run_cold_start(edges, items, variant_methods(data, edges, args.genres),
-                                     args.ks)
+        variants = run_variants(edges, items, variant_runs(data, edges, args.genres), args.ks)
         table, chosen = variants_table(variants)
         show("Model-embedding variants (chosen by mean VALIDATION accuracy; test shown too)",
              table)

@@ -1,8 +1,9 @@
 """MovieLens: read GroupLens' original ml-100k and ml-1m files, and fetch them.
 
-The licence forbids redistributing the data, so nothing here ships it: point
-``SEGMENTATION_MOVIELENS_DIR`` at an unzipped copy, or let :func:`download_movielens`
-fetch the official zip into a local cache and check its checksum.
+The licence forbids redistributing the data, so nothing here ships it: pass the folder
+of an unzipped copy (the pipeline's ``SEGMENTATION_MOVIELENS_DIR`` setting), or let
+:func:`download_movielens` fetch the official zip into a cache folder and check its
+checksum. Nothing here reads the environment: every folder is an argument.
 
 Tables use the project's names: ratings (customer_id, item_id, value, timestamp), movies
 (item_id, title, year, one 0/1 ``genre_<slug>`` column per genre, category = the first
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import shutil
 import tempfile
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ENV_DIR = "SEGMENTATION_MOVIELENS_DIR"
-ENV_CACHE = "SEGMENTATION_CACHE_DIR"
+# where downloads go when the caller names no cache folder (the pipeline always names one)
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "segmentation_dagster"
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 # The md5 sums GroupLens publishes beside each zip (ml-100k.zip.md5, ml-1m.zip.md5).
@@ -287,10 +287,6 @@ def _check_gender(users: pd.DataFrame, path: Path) -> None:
 # --- download -------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "segmentation_dagster"))
-
-
 def file_digest(path: Path, algorithm: str) -> str:
     digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
@@ -312,7 +308,8 @@ def download_movielens(
     url: str | None = None,
     checksum: str | None = None,
 ) -> Path:
-    """Fetch and unzip a MovieLens release into ``cache_dir``; return the data folder.
+    """Fetch and unzip a MovieLens release into ``cache_dir`` (default
+    :data:`DEFAULT_CACHE_DIR`); return the data folder.
 
     A folder already unzipped in the cache is returned at once. Otherwise the zip is
     fetched from ``url`` (default: GroupLens; any urllib URL, file:// included) and its
@@ -325,7 +322,7 @@ def download_movielens(
         raise ValueError(
             f"unknown MovieLens release {name!r}; choose from {sorted(REQUIRED_FILES)}"
         )
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     folder = cache / name
     if all((folder / f).is_file() for f in REQUIRED_FILES[name]):
         return folder
@@ -378,11 +375,15 @@ def _extract(archive: Path, cache: Path, name: str) -> None:
             source.replace(target)
 
 
-def movielens_folder(name: str = "ml-100k", cache_dir: str | Path | None = None) -> Path:
-    """The data folder: ``$SEGMENTATION_MOVIELENS_DIR`` if set, else a (cached) download."""
-    given = os.environ.get(ENV_DIR)
-    if given:
-        folder = Path(given)
+def movielens_folder(
+    name: str = "ml-100k",
+    folder: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """The data folder: ``folder`` if given (it must hold a release), else a (cached)
+    download of ``name`` into ``cache_dir``."""
+    if folder:
+        folder = Path(folder)
         detect_release(folder)
         return folder
     return download_movielens(name, cache_dir)

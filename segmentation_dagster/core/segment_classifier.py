@@ -7,13 +7,15 @@ test AUC under f_k is compared with its AUC under f_pool.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from .graph import DISLIKE, LIKE
+from .graph import DISLIKE, LIKE, PreferenceGraph
 from .metrics import auc
 
 
@@ -37,6 +39,17 @@ def edge_features(
     if len(cols) and (cols.min() < 0 or cols.max() >= len(features)):
         raise ValueError(f"edge item columns must lie in [0, {len(features)}); got out-of-range")
     return features[cols]
+
+
+def learned_item_features(graph: PreferenceGraph, prior_edges: float = 5.0) -> np.ndarray:
+    """Two item features learned from the graph's (training) edges only, standardised:
+    log popularity, and the item's like-rate smoothed toward the overall rate with
+    ``prior_edges`` pseudo-edges. (n_items, 2), in the graph's column order."""
+    degrees = graph.item_degrees()
+    alpha = float((graph.matrix.data == LIKE).mean())
+    like_rate = (graph.item_likes() + prior_edges * alpha) / (degrees + prior_edges)
+    learned = np.column_stack([np.log1p(degrees), like_rate])
+    return (learned - learned.mean(axis=0)) / learned.std(axis=0).clip(min=1e-9)
 
 
 def _binary(y: np.ndarray) -> np.ndarray:
@@ -190,3 +203,39 @@ def segment_auc_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class SegmentationComparison:
+    """Per-segment classifiers fitted for each segmentation, with their AUC tables."""
+
+    models: dict[str, SegmentClassifiers]
+    aucs: dict[str, pd.DataFrame]  # segment_auc_table per segmentation
+
+
+def compare_segmentations(
+    item_features: np.ndarray,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+    segmentations: dict[str, np.ndarray],
+) -> SegmentationComparison:
+    """The eBay protocol (Table 4) for several segmentations of the same customers: for
+    each, one logistic regression per segment on the training edges' item features, and
+    test AUC per slice against the population model fitted on the same edges.
+
+    ``train`` and ``test`` are (customer rows, item columns, labels) edge arrays;
+    ``segmentations`` maps a name to one segment per customer row.
+    """
+    rows, cols, labels = train
+    test_rows, test_cols, test_labels = test
+    x_train = edge_features(item_features, cols)
+    x_test = edge_features(item_features, test_cols)
+    models, aucs = {}, {}
+    for name, segments in segmentations.items():
+        segments = np.asarray(segments)
+        model = SegmentClassifiers().fit(x_train, labels, segments[rows])
+        p_segment = model.predict_proba(x_test, segments[test_rows])
+        aucs[name] = segment_auc_table(test_labels, p_segment, model.population_proba(x_test),
+                                       segments[test_rows])
+        models[name] = model
+    return SegmentationComparison(models, aucs)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .clustering import SegmentClusterer, as_2d
+from .clustering import SegmentClusterer, as_2d, renumber_by
 from .graph import PreferenceGraph
 from .pooled import edge_log_likelihood
 from .segment_models import (
@@ -33,7 +33,7 @@ from .segment_models import (
     segment_model_for,
     split_validation_edges,
 )
-from .segmenters import ModelEmbeddingSegmenter
+from .segmenters import ModelEmbeddingSegmenter, segment_like_rates
 
 SCALE = (
     "validation log-likelihood: mean over validation customers of the sum over their "
@@ -346,24 +346,26 @@ class SegmentationSelector(BaseEstimator):
         self._fit_chosen(graph)
         return self
 
-    def _fit_chosen(self, graph: PreferenceGraph) -> None:
+    def chosen_method(self) -> SegmentedModelEmbedding:
+        """The chosen candidate as an unfitted end-to-end estimator (strength fixed)."""
+        check_is_fitted(self, "spec_")
         spec = self.spec_
-        if spec.n_segments == 1:
-            self.segmenter_ = None
-            self.segment_map_ = np.zeros(1, dtype=np.int64)
-            labels = np.zeros(graph.n_customers, dtype=np.int64)
-        else:
-            self.segmenter_ = self._segmenter(spec).fit(graph)
-            clusters = np.asarray(self.segmenter_.labels_, dtype=np.int64)
-            self.segment_map_ = fold_small_segments(
-                clusters, self.segmenter_.embedding_, self.min_share
-            )
-            labels = self.segment_map_[clusters]
-        model = self._new_segment_model(spec.pooled).set_params(strength=self.strength_)
-        self.segment_model_ = model.fit(graph, labels)
-        self.labels_ = labels
-        self.n_segments_ = int(labels.max()) + 1
-        self.segment_sizes_ = np.bincount(labels, minlength=self.n_segments_)
+        return SegmentedModelEmbedding(
+            spec.n_segments, pooled=spec.pooled, normalisation=spec.normalisation,
+            category_rank=spec.category_rank, segment_model=self.segment_model,
+            strength=self.strength_, min_share=self.min_share,
+            cluster_method=self.cluster_method, item_features=self.item_features,
+            random_state=self.random_state,
+        )
+
+    def _fit_chosen(self, graph: PreferenceGraph) -> None:
+        fitted = self.chosen_method().fit(graph)
+        self.method_ = fitted
+        self.segmenter_ = fitted.segmenter_
+        self.segment_model_ = fitted.segment_model_
+        self.labels_ = fitted.labels_
+        self.n_segments_ = fitted.n_segments_
+        self.segment_sizes_ = fitted.segment_sizes_
 
     def predict_proba(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """P(like) for edges (customer row of the fitted graph, item column)."""
@@ -373,10 +375,123 @@ class SegmentationSelector(BaseEstimator):
     def assign(self, graph: PreferenceGraph) -> np.ndarray:
         """Segments of NEW customers (graph built with the fitted item ids): the nearest
         stored cluster centre, then the same folding of small segments."""
+        check_is_fitted(self, "method_")
+        return self.method_.assign(graph)
+
+
+class SegmentedModelEmbedding(ClusterMixin, BaseEstimator):
+    """The method end to end, as the pipeline and every comparison run it: ONE pooled
+    model, each customer's embedding under it, k-means into K clusters (clusters under
+    ``min_share`` of the customers folded into the nearest large one), and one model per
+    segment (step 4) that predicts held-out edges.
+
+    ``segment_model``: 'pooled' fits the segment model of the pooled model's class
+    ('global': one like-rate per segment, the paper's alpha_k; 'item': per-item rates
+    shrunk toward the pooled item rate shifted by the segment's offset; 'category:*': per
+    category; 'features': a logistic regression per segment around the pooled one);
+    'item' fits item-level segment rates whatever the embedding's pooled model.
+    ``strength``: the segment model's shrinkage (None: its default; 'auto': chosen on a
+    validation split of the training edges).
+
+    Segments are numbered by increasing like-rate, as every segmenter here.
+    Fitted: ``segmenter_`` (the :class:`ModelEmbeddingSegmenter`, None for K=1),
+    ``embedding_``, ``cluster_map_`` (cluster -> segment), ``labels_``, ``n_segments_``,
+    ``segment_sizes_``, ``segment_alpha_``, ``cluster_centers_`` (per segment, in the
+    embedding), ``segment_model_``.
+    """
+
+    name = "model_embedding"
+
+    def __init__(
+        self,
+        n_segments: int = 3,
+        pooled: str = "global",
+        normalisation: str = "entropy",
+        category_rank: int | None = None,
+        segment_model: str = "pooled",
+        strength: float | str | None = None,
+        min_share: float = 0.0,
+        cluster_method: str = "kmeans",
+        item_features: np.ndarray | None = None,
+        random_state: int = 0,
+    ):
+        self.n_segments = n_segments
+        self.pooled = pooled
+        self.normalisation = normalisation
+        self.category_rank = category_rank
+        self.segment_model = segment_model
+        self.strength = strength
+        self.min_share = min_share
+        self.cluster_method = cluster_method
+        self.item_features = item_features
+        self.random_state = random_state
+
+    def _new_segment_model(self):
+        if self.segment_model not in SEGMENT_MODELS:
+            raise ValueError(f"segment_model must be one of {SEGMENT_MODELS}, "
+                             f"got {self.segment_model!r}")
+        params = {} if self.strength is None else {"strength": self.strength}
+        if self.segment_model == "item":
+            return SegmentItemModel(**params)
+        return segment_model_for(self.pooled, self.item_features, **params)
+
+    def fit(self, graph: PreferenceGraph, y=None) -> SegmentedModelEmbedding:
+        if int(self.n_segments) < 1:
+            raise ValueError(f"n_segments must be >= 1, got {self.n_segments!r}")
+        pooled_kwargs = ({"item_features": self.item_features}
+                         if "features" in self.pooled else None)
+        segmenter = ModelEmbeddingSegmenter(
+            max(int(self.n_segments), 1), pooled=self.pooled,
+            normalisation=self.normalisation, category_rank=self.category_rank,
+            cluster_method=self.cluster_method, random_state=self.random_state,
+            pooled_kwargs=pooled_kwargs,
+        )
+        if self.n_segments == 1:  # no segmentation: the pooled model's class, once
+            self.segmenter_ = None
+            self.embedding_ = None
+            clusters = np.zeros(graph.n_customers, dtype=np.int64)
+            self.cluster_map_ = np.zeros(1, dtype=np.int64)
+        else:
+            self.segmenter_ = segmenter.fit(graph)
+            self.embedding_ = self.segmenter_.embedding_
+            clusters = np.asarray(self.segmenter_.labels_, dtype=np.int64)
+            folded = fold_small_segments(clusters, self.embedding_, self.min_share)
+            # number the kept segments by increasing like-rate, as every segmenter here
+            n = int(folded.max()) + 1
+            rates = segment_like_rates(graph, folded[clusters], n)
+            order = renumber_by(np.arange(n), rates)
+            self.cluster_map_ = order[folded]
+        labels = self.cluster_map_[clusters]
+        self.labels_ = labels
+        self.n_segments_ = int(labels.max()) + 1
+        self.segment_sizes_ = np.bincount(labels, minlength=self.n_segments_)
+        self.segment_alpha_ = segment_like_rates(graph, labels, self.n_segments_)
+        if self.embedding_ is not None:
+            x = as_2d(self.embedding_)
+            sums = np.zeros((self.n_segments_, x.shape[1]))
+            np.add.at(sums, labels, x)
+            self.cluster_centers_ = sums / self.segment_sizes_[:, None]
+        self.segment_model_ = self._new_segment_model().fit(graph, labels)
+        return self
+
+    def predict_proba(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """P(like) for edges (customer row of the fitted graph, item column)."""
+        check_is_fitted(self, "segment_model_")
+        return self.segment_model_.predict_proba(rows, cols)
+
+    def transform(self, graph: PreferenceGraph) -> np.ndarray:
+        """Embed NEW customers under the stored pooled model (graph with the fitted items)."""
+        check_is_fitted(self, "segment_model_")
+        if self.segmenter_ is None:
+            return np.zeros(graph.n_customers)
+        return self.segmenter_.transform(graph)
+
+    def assign(self, graph: PreferenceGraph) -> np.ndarray:
+        """Segments of NEW customers: the nearest stored cluster, then the same folding."""
         check_is_fitted(self, "segment_model_")
         if self.segmenter_ is None:
             return np.zeros(graph.n_customers, dtype=np.int64)
-        return self.segment_map_[self.segmenter_.assign(graph)]
+        return self.cluster_map_[self.segmenter_.assign(graph)]
 
 
 def fold_small_segments(
@@ -406,6 +521,7 @@ __all__ = [
     "SCALE",
     "CandidateSpec",
     "SegmentationSelector",
+    "SegmentedModelEmbedding",
     "fold_small_segments",
     "one_standard_error_choice",
 ]

@@ -6,6 +6,7 @@ from segmentation_dagster.core import cold_start as cs
 from segmentation_dagster.core.baselines import LatentClassEM
 from segmentation_dagster.core.graph import PreferenceGraph
 from segmentation_dagster.core.movielens import genre_column
+from segmentation_dagster.core.registry import MethodContext
 
 N_A, N_B = 120, 80  # two planted user groups with opposite tastes
 FIT_COUNTS = [80] * 10  # > 50 ratings: used to fit
@@ -73,8 +74,7 @@ def planted():
 
 
 def _methods():
-    return cs.default_methods(include=["population", "model_embedding", "latent_class",
-                                       "empirical_bayes"])
+    return ["population", "model_embedding", "latent_class", "empirical_bayes"]
 
 
 def test_like_labels_use_the_users_mean_over_all_ratings():
@@ -130,7 +130,7 @@ def test_protocol_on_planted_groups(planted):
 
 def test_k_is_chosen_on_validation_only(planted):
     edges, x_items = planted
-    methods = cs.default_methods(include=["model_embedding", "latent_class"])
+    methods = ["model_embedding", "latent_class"]
     first = cs.run_genre(edges, x_items, methods, genre="X")
     # flip every label of the new movies: test accuracies change, the choice of K must not
     counts = edges["item_id"].map(edges["item_id"].value_counts())
@@ -163,25 +163,26 @@ def test_all_default_methods_run_with_demographics(planted):
     )
     attributes = cs.demographic_attributes(users)
     assert attributes["age_group"].iloc[:4].tolist() == ["<=24", "25-44", "45-64", "65+"]
-    methods = cs.default_methods(attributes)
-    assert [m.name for m in methods] == [
+    methods = cs.PAPER_METHODS
+    paper_order = [
         "population", "model_embedding", "latent_class", "empirical_bayes", "demographic",
         "kmedoids", "spectral",
     ]
-    result = cs.run_genre(edges, x_items, methods, ks=(2, 3), genre="X")
+    assert list(methods) == paper_order
+    result = cs.run_genre(edges, x_items, methods, ks=(2, 3), genre="X",
+                          context=MethodContext(customer_attributes=attributes))
+    assert list(result.summary["method"]) == paper_order
     summary = result.summary.set_index("method")
     assert summary.loc["demographic", "n_segments"] == 8
     assert set(result.k_sweep["method"]) == {"model_embedding", "latent_class", "kmedoids",
                                              "spectral"}
     # demographics here are unrelated to taste: no better than the population model
     assert summary.loc["demographic", "accuracy"] < summary.loc["model_embedding", "accuracy"]
-    rows = cs.model_comparison_rows(result.summary.assign(genre="X"), "synthetic")
-    assert list(rows.columns) == ["dataset", "task", "slice", "method", "metric", "value",
-                                  "n_segments", "seconds"]
-    assert set(rows["slice"]) == {"X", "all"}
-    assert (rows["task"] == "cold_start").all()
-    mean = rows.set_index(["slice", "method"]).loc[("all", "population"), "value"]
-    assert mean == pytest.approx(summary.loc["population", "accuracy"])
+    # without attributes the registry cannot build 'demographic': the protocol skips it
+    without = cs.run_genre(edges, x_items, ["population", "demographic"], ks=(2,), genre="X")
+    assert list(without.summary["method"]) == ["population"]
+    # (the score rows built from this summary are tested with the shell,
+    # tests/pipeline/test_nmf_and_cold_start_assets.py)
 
 
 def test_run_cold_start_stacks_genres():
@@ -250,8 +251,8 @@ def test_multi_genre_run_uses_per_genre_rates():
     assert stats.loc["X", "test_movies"] == 20
     me = result.models["model_embedding"]
     assert me.alpha_.shape == (me.n_segments_, 3)
-    rows = cs.model_comparison_rows(result.summary, "synthetic", task=cs.MULTI_GENRE_TASK)
-    assert (rows["slice"] == "all").sum() == 3  # one per method, not an extra mean
+    assert (result.summary["genre"] == "all").sum() == 3  # one per method
+    assert list(result.summary["method"].unique()) == list(cs.MULTI_GENRE_METHODS)
 
 
 def test_context_embedding_uses_other_genres_but_no_held_out_movie(planted):
@@ -274,8 +275,45 @@ def test_context_embedding_uses_other_genres_but_no_held_out_movie(planted):
     truth = (train.customer_ids < N_A).astype(int)
     agreement = (fitted.labels_ == 1 - truth).mean()
     assert max(agreement, 1 - agreement) > 0.95
-    method = cs.context_embedding_method(edges, category, rank=1)
-    result = cs.run_genre(edges, x_items, [method, *cs.default_methods(include=["population"])],
-                          ks=(2, 3), genre="X")
+    context = MethodContext(context_edges=edges, item_categories=category,
+                            embedding={"category_rank": 1})
+    result = cs.run_genre(edges, x_items, ["model_embedding_context", "population"],
+                          ks=(2, 3), genre="X", context=context)
     acc = result.summary.set_index("method")["accuracy"]
     assert acc["model_embedding_context"] > acc["population"] + 0.15
+
+
+def test_random_state_reaches_every_method(planted):
+    edges, x_items = planted
+    result = cs.run_genre(edges, x_items, ["model_embedding", "latent_class", "kmedoids"],
+                          ks=(2,), genre="X", random_state=7)
+    assert {name: model.random_state for name, model in result.models.items()} == {
+        "model_embedding": 7, "latent_class": 7, "kmedoids": 7}
+    multi = cs.MULTI_GENRE_METHODS
+    assert set(multi) == {"population", "model_embedding", "latent_class"}
+    with pytest.raises(ValueError, match="unknown segmentation methods"):
+        cs.run_genre(edges, x_items, ["no_such_method"], genre="X")
+
+
+def test_category_estimators_have_scikit_learn_manners(planted):
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    from segmentation_dagster.core.baselines import PopulationModel
+
+    ratings, movies = _planted_ratings()
+    edges = cs.like_edges(ratings)
+    category = pd.Series(np.where(movies["genre_x"] == 1, "X", "Y"), index=movies["item_id"])
+    graph = PreferenceGraph.from_edges(edges, item_categories=category)
+    rates = cs.SegmentCategoryRates(PopulationModel(), prior=0.0)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        rates.predict_proba([0], [0])
+    copy = clone(rates)
+    assert copy.get_params()["prior"] == 0.0 and copy.segmenter is not rates.segmenter
+    rates.fit(graph)
+    assert not hasattr(rates.segmenter, "labels_")  # the given segmenter stays unfitted
+    assert rates.alpha_.shape == (1, 2)
+    context = clone(cs.ContextEmbeddingSegmenter(2, edges, category, rank=1))
+    assert context.get_params()["rank"] == 1
+    with pytest.raises(ValueError, match="context_edges and item_category are required"):
+        cs.ContextEmbeddingSegmenter(2).fit(graph)

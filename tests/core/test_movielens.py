@@ -15,7 +15,8 @@ from segmentation_dagster.core.cold_start import like_edges
 
 
 def _shared_ml100k() -> Path | None:
-    given = os.environ.get(ml.ENV_DIR)
+    # the test finds its data itself; the library never reads the environment
+    given = os.environ.get("SEGMENTATION_MOVIELENS_DIR")
     candidates = [Path(given)] if given else []
     candidates.append(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k")
     for folder in candidates:
@@ -183,13 +184,14 @@ def test_download_refuses_unsafe_zips(tmp_path):
         ml.download_movielens("ml-25m", tmp_path / "cache")
 
 
-def test_folder_from_environment(tmp_path, monkeypatch):
+def test_folder_given_explicitly(tmp_path, monkeypatch):
     folder = _write_1m(tmp_path / "mine")
-    monkeypatch.setenv(ml.ENV_DIR, str(folder))
-    assert ml.movielens_folder() == folder
-    monkeypatch.setenv(ml.ENV_DIR, str(tmp_path / "nowhere"))
+    assert ml.movielens_folder(folder=folder) == folder
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        ml.movielens_folder()
+        ml.movielens_folder(folder=tmp_path / "nowhere")
+    # the environment is the settings module's business, not the library's
+    monkeypatch.setenv("SEGMENTATION_MOVIELENS_DIR", str(tmp_path / "nowhere"))
+    assert ml.movielens_folder(folder=folder) == folder
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,20 @@ import numpy as np
 import pytest
 
 from segmentation_dagster.core.metrics import adjusted_rand
+from segmentation_dagster.core.pooled import edge_log_likelihood
 from segmentation_dagster.core.segment_models import split_validation_edges
+from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.core.selection import (
     SCALE,
     SegmentationSelector,
+    SegmentedModelEmbedding,
     fold_small_segments,
     one_standard_error_choice,
 )
 from segmentation_dagster.core.synthetic_shop import (
     add_artefact_segment,
     make_category_shop,
+    make_item_class_shop,
     make_like_rate_shop,
 )
 
@@ -111,3 +115,43 @@ def test_bad_parameters_are_refused():
         SegmentationSelector(min_share=1.5).fit(shop.graph)
     with pytest.raises(ValueError, match="segment_model"):
         SegmentationSelector(segment_model="x").fit(shop.graph)
+
+
+def test_the_global_end_to_end_method_is_the_papers_segmenter(synthetic_graph):
+    """With the global pooled model and its own class per segment, the end-to-end method
+    gives today's segments and one like-rate per segment, exactly."""
+    graph, _ = synthetic_graph(500, 60, 3, 0.3, seed=4)
+    ours = SegmentedModelEmbedding(3, random_state=0).fit(graph)
+    paper = ModelEmbeddingSegmenter(3, random_state=0).fit(graph)
+    np.testing.assert_array_equal(ours.labels_, paper.labels_)
+    np.testing.assert_allclose(ours.segment_alpha_, paper.segment_alpha_)
+    rows, cols, _ = graph.edges()
+    np.testing.assert_allclose(ours.predict_proba(rows, cols), paper.predict_proba(rows, cols))
+
+
+def test_item_level_segment_models_predict_what_the_segment_rate_cannot():
+    """On a shop whose items differ (item effects b_j ~ N(0, 0.5)), item-level segment
+    rates beat one rate per segment on held-out edges, with the same segments. The gain
+    measured here is about 0.013 nats per edge; the bound leaves room for the draw."""
+    shop = make_item_class_shop(seed=1)
+    train, (rows, cols, y) = split_validation_edges(shop.graph, 0.2, random_state=0)
+    scores = {}
+    for segment_model in ("pooled", "item"):
+        method = SegmentedModelEmbedding(3, segment_model=segment_model, strength="auto")
+        p = method.fit(train).predict_proba(rows, cols)
+        scores[segment_model] = edge_log_likelihood(p, y).mean()
+    assert scores["item"] > scores["pooled"] + 0.008
+
+
+def test_new_customers_are_assigned_as_the_fitted_ones(synthetic_graph):
+    graph, _ = synthetic_graph(400, 60, 3, 0.4, seed=5)
+    method = SegmentedModelEmbedding(4, min_share=0.05).fit(graph)
+    np.testing.assert_array_equal(method.assign(graph), method.labels_)
+    assert method.n_segments_ == len(method.cluster_centers_) == len(method.segment_sizes_)
+
+
+def test_one_segment_is_the_pooled_class_without_clustering(synthetic_graph):
+    graph, _ = synthetic_graph(200, 40, 2, 0.3, seed=6)
+    method = SegmentedModelEmbedding(1, pooled="item", strength=5.0).fit(graph)
+    assert method.n_segments_ == 1 and (method.labels_ == 0).all()
+    assert (method.assign(graph) == 0).all()
