@@ -57,16 +57,18 @@ def data_dir(arg: str | None) -> Path:
 # ------------------------------------------------------------------ parts 1 and 2
 
 
-def _materialize(home: Path, source, settings) -> dict:
-    """Run ingest, graph, alpha embedding, segments and the UNICON assets; return the
-    metadata of every materialization, by asset."""
+def _materialize(home: Path, source, settings: dict) -> dict:
+    """Run ingest, graph, alpha embedding, segments and the UNICON assets with the
+    settings resources ``settings`` (by resource key); return the metadata of every
+    materialization, by asset."""
     import dagster as dg
 
-    from assets import embedding, graph, ingest, segments, unicon
+    from assets import behaviour, embedding, graph, ingest, lookalike, segments, unicon
     from segmentation_dagster.config import build_resources
 
-    resources = build_resources(str(home), source=source, unicon_settings=settings)
-    assets = dg.load_assets_from_modules([ingest, graph, embedding, segments, unicon])
+    resources = build_resources(str(home), source=source, **settings)
+    assets = dg.load_assets_from_modules(
+        [ingest, graph, embedding, segments, unicon, behaviour, lookalike])
     result = dg.materialize(assets, resources=resources, raise_on_error=False)
     if not result.success:
         for event in result.all_events:
@@ -111,14 +113,20 @@ def part_movielens(folder: str, output: str) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    from assets.unicon import UniconSettings
     from segmentation_dagster.resources import DataSource
-
-    settings = UniconSettings(
-        max_events=200, d_model=64, n_heads=2, n_layers=2, dropout=0.2, learning_rate=2e-3,
-        batch_size=128, max_epochs=100, patience=5, threads=THREADS, k_min=2, k_max=10,
-        pretrain_epochs=10,
+    from segmentation_dagster.settings import (
+        BehaviourSegmentSettings,
+        LookalikeSettings,
+        UniconModelSettings,
     )
+
+    settings = {
+        "unicon_model_settings": UniconModelSettings(
+            max_events=200, d_model=64, n_heads=2, n_layers=2, dropout=0.2,
+            learning_rate=2e-3, batch_size=128, max_epochs=100, patience=5, threads=THREADS),
+        "behaviour_segment_settings": BehaviourSegmentSettings(k_min=2, k_max=10),
+        "lookalike_settings": LookalikeSettings(pretrain_epochs=10),
+    }
     home = Path(tempfile.mkdtemp(prefix="unicon_ml100k_"))
     started = time.perf_counter()
     metadata = _materialize(home, DataSource(kind="movielens-100k", movielens_dir=folder),
@@ -134,12 +142,12 @@ def part_synthetic(output: str) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    from assets.unicon import UniconSettings
     from segmentation_dagster.resources import DataSource
 
     home = Path(tempfile.mkdtemp(prefix="unicon_synthetic_"))
     started = time.perf_counter()
-    metadata = _materialize(home, DataSource(), UniconSettings())
+    # the default settings resources of config.build_resources
+    metadata = _materialize(home, DataSource(), {})
     table = _scores(home)
     figures = _copy_figures(home, Path(output), "synthetic")
     return {"metadata": metadata, "scores": table.to_dict("records"), "figures": figures,

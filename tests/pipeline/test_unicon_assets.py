@@ -3,7 +3,8 @@ synthetic source with planted behavioural segments, then on broken inputs.
 
 The assets are materialized with the upstream ingest / graph / alpha-embedding assets
 (and without the rest of the job), so these tests also run before assets.unicon is part
-of the code location.
+of the code location. The UNICON settings are three resources (model, behaviour
+segments, lookalike); ``unicon_settings`` deals one flat dict of fields out to them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ import pandas as pd
 import pytest
 import torch
 
-from assets import embedding, graph, ingest, segments, unicon
+from assets import behaviour, embedding, graph, ingest, lookalike, segments, unicon
 from segmentation_dagster.config import build_resources
 from segmentation_dagster.core.sequence.data import order_events
 from segmentation_dagster.core.sequence.synthetic import make_behaviour_dataset
 from segmentation_dagster.resources import DataSource, DuckDBStore
+from segmentation_dagster.settings import (
+    BehaviourSegmentSettings,
+    LookalikeSettings,
+    UniconModelSettings,
+)
 from segmentation_dagster.sources import SourceTables
 
 VARIABLES = ("SEGMENTATION_HOME", "SEGMENTATION_SOURCE", "SEGMENTATION_MOVIELENS_DIR",
@@ -55,7 +61,21 @@ class BehaviourSource(DataSource):
 
 
 def all_assets() -> list:
-    return list(dg.load_assets_from_modules([ingest, graph, embedding, segments, unicon]))
+    return list(dg.load_assets_from_modules(
+        [ingest, graph, embedding, segments, unicon, behaviour, lookalike]))
+
+
+SETTINGS = {"unicon_model_settings": UniconModelSettings,
+            "behaviour_segment_settings": BehaviourSegmentSettings,
+            "lookalike_settings": LookalikeSettings}
+
+
+def unicon_settings(**fields) -> dict:
+    """The three UNICON settings resources, each with the ``fields`` it has."""
+    unknown = set(fields) - {f for cls in SETTINGS.values() for f in cls.model_fields}
+    assert not unknown, f"no UNICON setting {sorted(unknown)}"
+    return {key: cls(**{k: v for k, v in fields.items() if k in cls.model_fields})
+            for key, cls in SETTINGS.items()}
 
 
 def failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
@@ -96,7 +116,7 @@ def materialize(home: Path, patch: pytest.MonkeyPatch, selection=None,
     patch.setenv("SEGMENTATION_HOME", str(home))
     resources = build_resources(
         str(home), source=BehaviourSource(synthetic_customers=400, synthetic_items=120),
-        unicon_settings=unicon.UniconSettings(**{**TINY, **settings}),
+        **unicon_settings(**{**TINY, **settings}),
     )
     return dg.materialize(all_assets(), resources=resources, selection=selection,
                           raise_on_error=False)
