@@ -13,11 +13,15 @@ from .resources import DuckDBStore
 
 
 class InputRules(dg.ConfigurableResource):
-    """What the raw inputs must satisfy before anything is built on them."""
+    """What the raw inputs must satisfy before anything is built on them.
+
+    Values may be on any scale, negative included (a -10..10 joke scale, stars, play
+    counts): set ``min_value`` / ``max_value`` to refuse values outside a known range.
+    """
 
     min_customers: int = 10
     min_items: int = 2
-    min_value: float = 0.0
+    min_value: float | None = None
     max_value: float | None = None
     allowed_events: list[str] = ["rating", "view", "click", "cart", "purchase", "interaction"]
 
@@ -67,7 +71,8 @@ def _validate(frame: pd.DataFrame, name: str, expectations: list) -> dg.AssetChe
 def raw_interactions_expectations(
     duckdb: DuckDBStore, input_rules: InputRules
 ) -> dg.AssetCheckResult:
-    """Great Expectations: required columns, non-null ids, values in range, known events,
+    """Great Expectations: required columns, non-null ids, values in the configured range
+    (if any), known events,
     no repeated (customer, item, timestamp), at least two distinct values, and enough
     customers and items."""
     import great_expectations.expectations as gxe
@@ -79,9 +84,6 @@ def raw_interactions_expectations(
         gxe.ExpectColumnValuesToNotBeNull(column="customer_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="value"),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="value", min_value=input_rules.min_value, max_value=input_rules.max_value
-        ),
         gxe.ExpectColumnValuesToBeInSet(column="event", value_set=input_rules.allowed_events),
         gxe.ExpectColumnUniqueValueCountToBeBetween(
             column="customer_id", min_value=input_rules.min_customers
@@ -92,6 +94,10 @@ def raw_interactions_expectations(
         # all values identical: every label would be the same and nothing can be segmented
         gxe.ExpectColumnUniqueValueCountToBeBetween(column="value", min_value=2),
     ]
+    if input_rules.min_value is not None or input_rules.max_value is not None:
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(
+            column="value", min_value=input_rules.min_value, max_value=input_rules.max_value
+        ))
     if frame["timestamp"].notna().any():
         expectations.append(gxe.ExpectCompoundColumnsToBeUnique(
             column_list=["customer_id", "item_id", "timestamp"]

@@ -5,7 +5,17 @@ items:        item_id, category, then numeric feature columns
 customers:    customer_id, then demographic columns
 truth:        customer_id, segment (synthetic data only; empty otherwise)
 
-Ids are strings everywhere, so the tables join the same way whatever the source.
+Ids are strings everywhere, exactly as the file wrote them: ``007``, ``7`` and ``7.0`` are
+three customers, and ``1e3`` is not ``1000``. CSV id columns are read as text; Parquet
+integer and text id columns keep their digits; a floating-point id column is refused
+(its values are not ids as written). Items and customers files must share ids with the
+interactions (at least ``min_id_overlap`` of the interactions' ids, and never none).
+
+Values must be finite and within +-MAX_ABS_VALUE (sums and means of larger values would
+overflow); any scale is accepted, negative included (InputRules can bound it).
+
+Timestamps: ISO strings or dates, or integer Unix seconds or milliseconds (a column of
+integers whose largest absolute value is at least 1e11 is read as milliseconds).
 """
 
 from __future__ import annotations
@@ -16,10 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# pandas' default missing-value markers (public in its docs, private as a name)
+from pandas._libs.parsers import STR_NA_VALUES
+
 from .core.sequence.synthetic import make_behaviour_dataset
 
 INTERACTION_COLUMNS = ["customer_id", "item_id", "value", "event", "timestamp"]
 LABEL_RULES = ("own_mean", "positive")
+ID_COLUMNS = ("customer_id", "item_id")
+MAX_ABS_VALUE = 1e12
+# Unix times at or above this are milliseconds: 1e11 seconds is the year 5138, while
+# 1e11 milliseconds is March 1973
+MILLISECONDS_FROM = 1e11
 
 
 @dataclass(frozen=True)
@@ -42,13 +60,14 @@ def load_source(
     synthetic_size: tuple[int, int, int] = (1500, 300, 3),
     label_rule: str | None = None,
     seed: int = 0,
+    min_id_overlap: float = 0.0,
 ) -> SourceTables:
     if kind == "synthetic":
         tables = _synthetic(*synthetic_size, seed=seed)
     elif kind in ("movielens-100k", "movielens-1m"):
         tables = _movielens(kind, movielens_dir, cache_dir)
     elif kind == "files":
-        tables = _files(interactions_path, items_path, customers_path)
+        tables = _files(interactions_path, items_path, customers_path, min_id_overlap)
     else:
         raise ValueError(
             f"unknown source {kind!r} (SEGMENTATION_SOURCE); choose synthetic, "
@@ -108,7 +127,8 @@ def _no_truth() -> pd.DataFrame:
 
 
 def _files(
-    interactions_path: str | None, items_path: str | None, customers_path: str | None
+    interactions_path: str | None, items_path: str | None, customers_path: str | None,
+    min_id_overlap: float = 0.0,
 ) -> SourceTables:
     if not interactions_path:
         raise ValueError(
@@ -119,24 +139,16 @@ def _files(
     if "event" not in interactions:
         interactions["event"] = "interaction"
     if "timestamp" in interactions:
-        parsed = pd.to_datetime(interactions["timestamp"], errors="coerce")
-        bad = parsed.isna() & interactions["timestamp"].notna()
-        if bad.any():
-            example = interactions.loc[bad, "timestamp"].iloc[0]
-            raise ValueError(
-                f"{interactions_path}: column 'timestamp' has {int(bad.sum())} values that are "
-                f"not dates or times, e.g. {example!r}"
-            )
-        interactions["timestamp"] = parsed
+        interactions["timestamp"] = parse_timestamps(interactions["timestamp"],
+                                                     interactions_path)
     else:
         interactions["timestamp"] = pd.NaT
-    interactions = interactions[INTERACTION_COLUMNS].assign(
-        customer_id=_ids(interactions["customer_id"]), item_id=_ids(interactions["item_id"])
-    )
+    interactions = interactions[INTERACTION_COLUMNS]
 
     if items_path:
         items = read_table_file(items_path, ["item_id"])
-        items["item_id"] = _ids(items["item_id"])
+        _check_overlap(interactions, items, "item_id", interactions_path, items_path,
+                       min_id_overlap)
         if "category" not in items:
             items["category"] = None
     else:
@@ -144,7 +156,8 @@ def _files(
         items["category"] = None
     if customers_path:
         customers = read_table_file(customers_path, ["customer_id"])
-        customers["customer_id"] = _ids(customers["customer_id"])
+        _check_overlap(interactions, customers, "customer_id", interactions_path,
+                       customers_path, min_id_overlap)
     else:
         customers = pd.DataFrame({"customer_id": interactions["customer_id"].dropna().unique()})
     binary = set(interactions["value"].dropna().unique()) <= {0, 1}
@@ -152,18 +165,71 @@ def _files(
     return SourceTables(interactions, items, customers, _no_truth(), "files", label_rule)
 
 
+def _check_overlap(interactions: pd.DataFrame, other: pd.DataFrame, column: str,
+                   interactions_path: str, other_path: str, min_share: float) -> None:
+    """Refuse an items or customers file that shares (almost) no ids with the
+    interactions: the usual cause is ids written differently (``7`` against ``007``)."""
+    used = pd.Series(interactions[column].dropna().unique())
+    if used.empty:
+        return  # missing ids are the input checks' to report
+    known = set(other[column].dropna())
+    share = float(used.isin(known).mean())
+    if share > 0 and share >= min_share:
+        return
+    ours = used[~used.isin(known)].head(3).tolist()
+    theirs = other[column].dropna().head(3).tolist()
+    raise ValueError(
+        f"{other_path}: column {column!r} shares {share:.0%} of the ids used in "
+        f"{interactions_path} (at least {max(min_share, 0):.0%} and never none are needed); "
+        f"ids are compared exactly as written, e.g. {ours} in the interactions against "
+        f"{theirs} in {Path(other_path).name}. Write the ids the same way in both files."
+    )
+
+
+def parse_timestamps(values: pd.Series, path: str) -> pd.Series:
+    """ISO strings or dates, or integer Unix seconds or milliseconds (see the module
+    docstring); anything else is refused, naming the file and an example."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().any() and (numbers.notna() == values.notna()).all():
+        finite = numbers.dropna()
+        if not np.isfinite(finite).all() or not np.allclose(finite % 1, 0):
+            raise ValueError(
+                f"{path}: column 'timestamp' holds numbers that are not whole Unix seconds "
+                f"or milliseconds, e.g. {finite[(finite % 1) != 0].head(1).tolist()}; write "
+                "integer Unix times or ISO dates (2025-01-31 or 2025-01-31T08:00:00)"
+            )
+        unit = "ms" if finite.abs().max() >= MILLISECONDS_FROM else "s"
+        return pd.to_datetime(numbers, unit=unit)
+    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+    bad = parsed.isna() & values.notna()
+    if bad.any():
+        example = values[bad].iloc[0]
+        raise ValueError(
+            f"{path}: column 'timestamp' has {int(bad.sum())} values that are not dates or "
+            f"times, e.g. {example!r}; write ISO dates (2025-01-31 or 2025-01-31T08:00:00) "
+            "or integer Unix seconds or milliseconds"
+        )
+    return parsed
+
+
 def read_table_file(path: str, required: list[str]) -> pd.DataFrame:
-    """Read a CSV or Parquet file, naming the file in every error."""
+    """Read a CSV or Parquet file, naming the file in every error; id columns as text,
+    exactly as written."""
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"input file {file} does not exist")
+    if not file.is_file():
+        raise ValueError(f"input file {file} is a directory, not a file: name a CSV or "
+                         "Parquet file")
     if file.stat().st_size == 0:
         raise ValueError(f"input file {file} is empty")
     try:
         if file.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(file)
         else:
-            frame = pd.read_csv(file)
+            frame = _read_csv(file)
     except pd.errors.EmptyDataError as error:
         raise ValueError(f"input file {file} is empty") from error
     if frame.empty:
@@ -173,7 +239,21 @@ def read_table_file(path: str, required: list[str]) -> pd.DataFrame:
         raise ValueError(
             f"input file {file} has no column {missing}; its columns are {list(frame.columns)}"
         )
+    for column in ID_COLUMNS:
+        if column in frame:
+            frame[column] = _ids(frame[column], file, column)
     return frame
+
+
+def _read_csv(file: Path) -> pd.DataFrame:
+    """A CSV with its id columns as text, exactly as written: read as numbers, 007 and 7
+    would merge and 1e3 become 1000. In an id column only an empty cell is missing (an id
+    may be "NA" or "None"); the other columns keep pandas' usual missing markers."""
+    columns = pd.read_csv(file, nrows=0).columns
+    default_missing = sorted(STR_NA_VALUES)
+    missing = {c: ([""] if c in ID_COLUMNS else default_missing) for c in columns}
+    return pd.read_csv(file, dtype={c: "string" for c in ID_COLUMNS if c in columns},
+                       keep_default_na=False, na_values=missing)
 
 
 def _numeric(frame: pd.DataFrame, column: str, path: str) -> pd.Series:
@@ -185,17 +265,25 @@ def _numeric(frame: pd.DataFrame, column: str, path: str) -> pd.Series:
             f"{path}: column {column!r} must be numeric; {int(bad.sum())} values are not, "
             f"e.g. {examples}"
         )
-    return values.astype(float)
+    values = values.astype(float)
+    out_of_range = values.notna() & ~(values.abs() <= MAX_ABS_VALUE)  # inf and nan too
+    if out_of_range.any():
+        examples = values[out_of_range].unique()[:3].tolist()
+        raise ValueError(
+            f"{path}: column {column!r} has {int(out_of_range.sum())} values that are not "
+            f"finite numbers within +-{MAX_ABS_VALUE:g}, e.g. {examples}; remove them or "
+            "rescale the column"
+        )
+    return values
 
 
-def _ids(values: pd.Series) -> pd.Series:
-    """Ids as strings; missing ids stay missing (the input checks report them).
-
-    Only a float column is read as numbers: 12.0 and 12 are one id when a CSV column
-    of integers with a gap was read as float. Text ids ("007", "1e3") stay as written.
-    """
-    out = values.astype("string")
+def _ids(values: pd.Series, file: Path, column: str) -> pd.Series:
+    """Ids as text exactly as written; missing ids stay missing (the input checks report
+    them). A floating-point column (Parquet) is refused: 7.0 is not an id as written."""
     if pd.api.types.is_float_dtype(values):
-        integral = values.notna() & np.isclose(values.fillna(0) % 1, 0)
-        out[integral] = values[integral].astype("int64").astype("string")
-    return out.astype(object).where(values.notna(), None)
+        raise ValueError(
+            f"input file {file}: column {column!r} holds floating-point numbers "
+            f"(e.g. {values.dropna().head(2).tolist()}); ids must be integers or text. "
+            "Write the column as integers or strings."
+        )
+    return values.astype("string").astype(object).where(values.notna(), None)

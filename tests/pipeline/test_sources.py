@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -118,20 +117,108 @@ def test_files_source_needs_an_interactions_file() -> None:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_ids_12_and_12_0_are_the_same_id(tmp_path: Path, suffix: str) -> None:
-    """A column with a gap is read as float (12.0) while another file has 12."""
+def test_ids_are_kept_exactly_as_written(tmp_path: Path, suffix: str) -> None:
+    """007, 7, 0007 and 1.0 are four customers; 1e3 and 1000 are two items: ids are never
+    read as numbers, so distinct customers never merge."""
+    interactions = pd.DataFrame({
+        "customer_id": ["007", "7", "0007", "1.0"] * 2,
+        "item_id": ["1e3", "1000", "a", "b", "1000", "1e3", "b", "a"],
+        "value": [1.0, 0.0] * 4,
+    })
+    tables = load_source("files", interactions_path=write(interactions, tmp_path / f"i{suffix}"))
+    assert tables.interactions["customer_id"].tolist() == interactions["customer_id"].tolist()
+    assert tables.interactions["item_id"].tolist() == interactions["item_id"].tolist()
+    assert sorted(tables.customers["customer_id"]) == ["0007", "007", "1.0", "7"]
+
+
+def test_a_missing_id_stays_missing_for_the_input_check(tmp_path: Path) -> None:
+    interactions = interactions_frame().astype({"customer_id": object})
+    interactions.loc[2, "customer_id"] = None
+    tables = load_source("files", interactions_path=write(interactions, tmp_path / "i.csv"))
+    assert tables.interactions["customer_id"].iloc[2] is None
+    assert tables.interactions["customer_id"].iloc[0] == "1"
+
+
+def test_a_floating_point_id_column_is_refused(tmp_path: Path) -> None:
+    """A Parquet column of 7.0s is not an id as written: say so instead of guessing."""
     interactions = interactions_frame().astype({"customer_id": float})
-    interactions.loc[len(interactions)] = [np.nan, 10, 1.0, "view", pd.Timestamp("2025-02-01")]
-    customers = CUSTOMERS.assign(customer_id=[1, 2, 3])
-    tables = load_source(
-        "files",
-        interactions_path=write(interactions, tmp_path / f"interactions{suffix}"),
-        customers_path=write(customers, tmp_path / f"customers{suffix}"),
-    )
-    ids = tables.interactions["customer_id"]
-    assert ids.iloc[:6].tolist() == ["1", "1", "2", "2", "3", "3"]
-    assert ids.iloc[6] is None  # a missing id stays missing, for the input check to report
-    assert set(ids.dropna()) == set(tables.customers["customer_id"])
+    path = write(interactions, tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=r"i\.parquet: column 'customer_id' holds floating"):
+        load_source("files", interactions_path=path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_files_sharing_no_ids_are_refused_with_examples(tmp_path: Path, suffix: str) -> None:
+    """Integer item ids in the interactions against zero-padded text ids in the items
+    file match nothing: refused, showing ids from both sides."""
+    items = ITEMS.assign(item_id=["0010", "0011", "0012"])
+    with pytest.raises(ValueError) as error:
+        load_source("files",
+                    interactions_path=write(interactions_frame(), tmp_path / f"i{suffix}"),
+                    items_path=write(items, tmp_path / f"items{suffix}"))
+    message = str(error.value)
+    assert f"items{suffix}" in message and "'item_id'" in message and "0%" in message
+    assert "'10'" in message and "'0010'" in message
+
+
+def test_the_share_of_shared_ids_is_a_setting(tmp_path: Path) -> None:
+    customers = CUSTOMERS.assign(customer_id=[1, 2, 99])  # 2 of the 3 customers known
+    paths = dict(interactions_path=write(interactions_frame(), tmp_path / "i.csv"),
+                 customers_path=write(customers, tmp_path / "c.csv"))
+    assert len(load_source("files", **paths).customers) == 3  # 67 % > 0: accepted
+    with pytest.raises(ValueError, match="shares 67% of the ids"):
+        load_source("files", **paths, min_id_overlap=0.9)
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "1e308", "nan"])
+def test_values_that_are_not_finite_or_too_large_are_refused(tmp_path: Path, bad: str) -> None:
+    frame = interactions_frame().astype({"value": object})
+    frame.loc[3, "value"] = bad
+    path = write(frame, tmp_path / "i.csv")
+    if bad == "nan":  # a missing value: left for the input check to report
+        assert load_source("files", interactions_path=path).interactions["value"].isna().sum() \
+            == 1
+        return
+    with pytest.raises(ValueError, match=r"i\.csv: column 'value' has 1 values that are not "
+                                         r"finite numbers within \+-1e\+12"):
+        load_source("files", interactions_path=path)
+
+
+def test_a_directory_given_as_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(ValueError, match="folder.csv is a directory, not a file"):
+        load_source("files", interactions_path=str(tmp_path / "folder.csv"))
+
+
+def test_negative_ratings_are_read_on_their_own_scale(tmp_path: Path) -> None:
+    """A -10..10 joke scale: every value kept, labelled by each customer's own mean."""
+    values = (-9.5, 7.25, -2.0, 10.0, 0.5, -10.0)
+    tables = load_source("files",
+                         interactions_path=write(interactions_frame(values), tmp_path / "i.csv"))
+    assert tables.interactions["value"].tolist() == list(values)
+    assert tables.label_rule == "own_mean"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ([964982703, 964982704], ["2000-07-30 18:45:03", "2000-07-30 18:45:04"]),  # seconds
+        ([964982703123, 964982704000], ["2000-07-30 18:45:03.123", "2000-07-30 18:45:04"]),
+        (["2025-01-31", "2025-02-01T08:30:00"], ["2025-01-31", "2025-02-01 08:30:00"]),
+    ],
+    ids=["unix_seconds", "unix_milliseconds", "iso"],
+)
+def test_timestamps_in_unix_seconds_milliseconds_and_iso(tmp_path: Path, written,
+                                                         expected) -> None:
+    frame = interactions_frame().head(2).assign(timestamp=written)
+    tables = load_source("files", interactions_path=write(frame, tmp_path / "i.csv"))
+    assert tables.interactions["timestamp"].tolist() == [pd.Timestamp(t) for t in expected]
+
+
+def test_fractional_numbers_are_not_timestamps(tmp_path: Path) -> None:
+    frame = interactions_frame().head(2).assign(timestamp=[1.5, 2.0])
+    with pytest.raises(ValueError, match="not whole Unix seconds or milliseconds"):
+        load_source("files", interactions_path=write(frame, tmp_path / "i.csv"))
 
 
 def test_text_ids_are_kept(tmp_path: Path) -> None:
