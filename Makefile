@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SEGMENTATION_HOME ?= $(CURDIR)/.segmentation
 export DAGSTER_HOME ?= $(SEGMENTATION_HOME)/dagster_home
+# No network at run time: MLflow's usage telemetry stays off (both switches it honours)
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
 
-.PHONY: install test lint run ui mlflow clean
+.PHONY: install system-deps test lint run ui mlflow clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +22,12 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+# The browser tests (tests/ui) drive Debian's Chromium: installed when missing (CI is root)
+system-deps:
+	command -v chromium >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

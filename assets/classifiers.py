@@ -11,14 +11,15 @@ import sklearn
 from segmentation_dagster.core.plots import bar_chart
 from segmentation_dagster.core.segment_classifier import (
     SegmentClassifiers,
-    edge_features,
-    segment_auc_table,
+    compare_segmentations,
+    learned_item_features,
 )
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
+from segmentation_dagster.scores import record_scores, score_row
+from segmentation_dagster.settings import RandomSeed
 
 from .common import (
-    MethodSettings,
     SplitGraphs,
     chosen_k,
     figure_metadata,
@@ -26,21 +27,52 @@ from .common import (
     load_split_graphs,
     markdown_table,
 )
-from .methods import SCORE_COLUMNS
 
 CLASSIFIER_EXPERIMENT = "segment_classifiers"
 
 
 def classifier_features(duckdb: DuckDBStore, split: SplitGraphs) -> np.ndarray:
-    """Item features plus two learned from training edges only: log popularity and the
-    item's like-rate smoothed towards the overall rate (a 5-pseudo-edge prior)."""
-    train = split.train
-    degrees = train.item_degrees()
-    alpha = float((train.matrix.data == 1).mean())
-    like_rate = (train.item_likes() + 5 * alpha) / (degrees + 5)
-    learned = np.column_stack([np.log1p(degrees), like_rate])
-    learned = (learned - learned.mean(axis=0)) / learned.std(axis=0).clip(min=1e-9)
-    return np.column_stack([item_features(duckdb, train.item_ids), learned])
+    """The source's item features and two learned from the training edges."""
+    return np.column_stack([item_features(duckdb, split.train.item_ids),
+                            learned_item_features(split.train)])
+
+
+def classifier_score_rows(dataset: str, aucs: dict[str, pd.DataFrame],
+                          segmentations: dict[str, np.ndarray]) -> list[dict]:
+    """Comparison rows: each segmentation's per-segment AUC by slice, and the population
+    model's once (it is the same model whichever segmentation is scored)."""
+    rows = []
+    for method, table in aucs.items():
+        n_segments = len(np.unique(segmentations[method]))
+        columns = [("auc_segment", method, n_segments)]
+        if method == "model_embedding":
+            columns.append(("auc_population", "population", 1))
+        rows += [score_row(dataset, "segment_classifier", name, "auc", value, n,
+                           slice_name=slice_name)
+                 for column, name, n in columns
+                 for slice_name, value in zip(table["slice"], table[column], strict=True)]
+    return rows
+
+
+def log_classifiers(mlflow_tracker: MLflowTracker, context: dg.AssetExecutionContext,
+                    model: SegmentClassifiers, aucs: pd.DataFrame) -> str:
+    """Each fitted classifier as an MLflow model, in one run, beside its own test AUC
+    (a segment's model on its segment's edges; the population model on all of them)."""
+    by_slice = aucs.set_index("slice")
+    with mlflow_tracker.run(CLASSIFIER_EXPERIMENT, "per-segment logistic", context) as run:
+        # explicit requirements: MLflow's inference of them costs seconds per model
+        requirements = [f"scikit-learn=={sklearn.__version__}"]
+        for segment, classifier in model.models_.items():
+            mlflow.sklearn.log_model(classifier, name=f"segment_{segment}",
+                                     pip_requirements=requirements)
+        mlflow.sklearn.log_model(model.population_, name="population",
+                                 pip_requirements=requirements)
+        metrics = {f"segment_{segment}.auc": by_slice.loc[f"segment:{segment}", "auc_segment"]
+                   for segment in model.models_ if f"segment:{segment}" in by_slice.index}
+        metrics["population.auc"] = by_slice.loc["all", "auc_population"]
+        metrics["all_segments.auc"] = by_slice.loc["all", "auc_segment"]
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        return mlflow_tracker.run_link(run)
 
 
 @dg.asset(
@@ -52,7 +84,7 @@ def segment_classifiers(
     context: dg.AssetExecutionContext,
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
-    method_settings: MethodSettings,
+    random_seed: RandomSeed,
     state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """The paper's eBay study: a population logistic regression on item features is the
@@ -63,59 +95,26 @@ def segment_classifiers(
     The classifiers are logged to MLflow as models."""
     split = load_split_graphs(duckdb, fit_splits=("train", "validation"))
     features = classifier_features(duckdb, split)
-    rows, cols, labels = split.train.edges()
-    test_rows, test_cols, test_labels = split.test
-    x_train, x_test = edge_features(features, cols), edge_features(features, test_cols)
     k = chosen_k(duckdb)
     embedding_segments = ModelEmbeddingSegmenter(
         k, pooled="features", pooled_kwargs={"item_features": features},
-        random_state=method_settings.seed,
+        random_state=random_seed.value,
     ).fit(split.train).labels_
     duckdb.write_table("classifier_segments", pd.DataFrame(
         {"customer_id": split.train.customer_ids, "segment": embedding_segments}))
     segmentations = {"model_embedding": embedding_segments}
-    demographic = (duckdb.read_table("segments_demographic")
-                   if duckdb.table_exists("segments_demographic") else None)
-    if demographic is not None and len(demographic):
-        segmentations["demographic"] = (
-            demographic.set_index("customer_id")["segment"]
-            .reindex(split.train.customer_ids).to_numpy()
-        )
-
-    score_tables, summaries = [], {}
-    for method, segments in segmentations.items():
-        model = SegmentClassifiers().fit(x_train, labels, segments[rows])
-        p_segment = model.predict_proba(x_test, segments[test_rows])
-        p_population = model.population_proba(x_test)
-        aucs = segment_auc_table(test_labels, p_segment, p_population, segments[test_rows])
-        summaries[method] = aucs
-        n_segments = int(len(np.unique(segments)))
-        for column, name in (("auc_segment", method), ("auc_population", "population")):
-            if name == "population" and method != "model_embedding":
-                continue
-            score_tables.append(pd.DataFrame({
-                "dataset": split.dataset, "task": "segment_classifier",
-                "slice": aucs["slice"], "method": name, "metric": "auc",
-                "value": aucs[column], "n_segments": n_segments if name == method else 1,
-                "seconds": np.nan,
-            }))
-        if method == "model_embedding":
-            with mlflow_tracker.run(CLASSIFIER_EXPERIMENT, "per-segment logistic", context) as run:
-                # explicit requirements: MLflow's inference of them costs seconds per model
-                requirements = [f"scikit-learn=={sklearn.__version__}"]
-                for segment, classifier in model.models_.items():
-                    mlflow.sklearn.log_model(classifier, name=f"segment_{segment}",
-                                             pip_requirements=requirements)
-                mlflow.sklearn.log_model(model.population_, name="population",
-                                         pip_requirements=requirements)
-                mlflow.log_metrics({
-                    f"auc_{r.slice.replace(':', '_')}": r.auc_segment
-                    for r in aucs.itertuples() if np.isfinite(r.auc_segment)
-                })
-                link = mlflow_tracker.run_link(run)
-    scores = pd.concat(score_tables, ignore_index=True)[SCORE_COLUMNS]
-    duckdb.write_table("segment_classifier_scores", scores)
-    ours = summaries["model_embedding"]
+    if duckdb.table_exists("segments_demographic"):
+        demographic = duckdb.read_table("segments_demographic").set_index("customer_id")
+        if len(demographic):
+            segmentations["demographic"] = (
+                demographic["segment"].reindex(split.train.customer_ids).to_numpy())
+    comparison = compare_segmentations(features, split.train.edges(), split.test,
+                                       segmentations)
+    scores = record_scores(duckdb, "segment_classifier_scores",
+                           classifier_score_rows(split.dataset, comparison.aucs, segmentations))
+    link = log_classifiers(mlflow_tracker, context, comparison.models["model_embedding"],
+                           comparison.aucs["model_embedding"])
+    ours = comparison.aucs["model_embedding"]
     figure = bar_chart(list(ours["slice"]), list(ours["improvement_pct"]),
                        "AUC gain of per-segment classifiers", "% over population")
     plot, _ = figure_metadata(figure, "segment_classifier_auc", state_folder.folder("figures"))

@@ -1,4 +1,4 @@
-"""What the asset modules share: graphs from DuckDB, figures as metadata, scoring."""
+"""What the asset modules share: graphs from DuckDB, figures and tables as metadata."""
 
 import base64
 import io
@@ -7,26 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from segmentation_dagster.core.graph import LIKE, PreferenceGraph
-from segmentation_dagster.core.metrics import accuracy, adjusted_rand, auc, hungarian_accuracy
+from segmentation_dagster.core.graph import PreferenceGraph
 from segmentation_dagster.resources import DuckDBStore
-
-
-class MethodSettings(dg.ConfigurableResource):
-    """Choices of the segmentation method, shared by the assets that use them."""
-
-    pooled: str = "global"
-    normalisation: str = "entropy"
-    k_min: int = 2
-    k_max: int = 6
-    seed: int = 0
-    test_percent: int = 20
-    validation_percent: int = 10
-    max_customers_for_pairwise: int = 20000
 
 
 @dataclass(frozen=True)
@@ -94,54 +80,19 @@ def item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray:
     return pd.concat(parts, axis=1).to_numpy(dtype=float).reshape(len(items), -1)
 
 
-def figure_metadata(figure, name: str, folder: Path) -> tuple[dg.MetadataValue, Path]:
+def figure_metadata(figure: Figure, name: str, folder: Path) -> tuple[dg.MetadataValue, Path]:
     """Save a figure as ``<folder>/<name>.png``; return it as inline markdown and its path.
 
     ``folder`` exists already: the assets pass ``state_folder.folder("figures")``.
     """
     path = folder / f"{name}.png"
     buffer = io.BytesIO()
+    # the core's figures are bare matplotlib Figures, never registered with pyplot, so
+    # there is nothing to close: the figure is freed with its last reference
     figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)  # a long-lived Dagster process would otherwise keep every figure
     path.write_bytes(buffer.getvalue())
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{encoded})"), path
-
-
-def score_rows(
-    dataset: str,
-    method: str,
-    probabilities: np.ndarray,
-    labels: np.ndarray,
-    n_segments: int,
-    seconds: float,
-    task: str = "held_out_edges",
-    slice_name: str = "all",
-) -> list[dict]:
-    """Accuracy (like iff P >= 0.5) and AUC of predictions on held-out edges."""
-    truth = labels == LIKE
-    base = dict(dataset=dataset, task=task, slice=slice_name, method=method,
-                n_segments=n_segments, seconds=seconds)
-    return [
-        {**base, "metric": "accuracy", "value": accuracy(truth, probabilities >= 0.5)},
-        {**base, "metric": "auc", "value": auc(truth, probabilities)},
-    ]
-
-
-def recovery_rows(
-    dataset: str, method: str, truth: np.ndarray, labels: np.ndarray, n_segments: int,
-    seconds: float, slice_name: str = "all",
-) -> list[dict]:
-    """Recovery of planted segments (synthetic data): Hungarian-matched accuracy and ARI.
-
-    Matching, not the paper's sorting rule, because the chosen K may differ from the truth.
-    """
-    base = dict(dataset=dataset, task="recovery", slice=slice_name, method=method,
-                n_segments=n_segments, seconds=seconds)
-    return [
-        {**base, "metric": "accuracy", "value": hungarian_accuracy(truth, labels)},
-        {**base, "metric": "ari", "value": adjusted_rand(truth, labels)},
-    ]
 
 
 class Stopwatch:

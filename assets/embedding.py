@@ -4,25 +4,20 @@ import dagster as dg
 import mlflow
 import numpy as np
 import pandas as pd
-from sklearn.metrics import silhouette_score
 
-from segmentation_dagster.core.clustering import (
-    candidate_ks,
-    kde_modes,
-    select_k_one_standard_error,
-)
+from segmentation_dagster.core.clustering import kde_modes
 from segmentation_dagster.core.embedding import embed
+from segmentation_dagster.core.k_sweep import K_SELECTION_METRICS, select_embedding_k
 from segmentation_dagster.core.plots import embedding_density
 from segmentation_dagster.core.pooled import (
     StoredPooledModel,
     edge_log_likelihood,
     make_pooled_model,
 )
-from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
+from segmentation_dagster.settings import MethodSettings, RandomSeed
 
 from .common import (
-    MethodSettings,
     figure_metadata,
     item_features,
     load_split_graphs,
@@ -62,13 +57,6 @@ def pooled_model(duckdb: DuckDBStore, method_settings: MethodSettings) -> dg.Mat
             "train_edges": split.train.n_edges,
         }
     )
-
-
-def silhouette(embedding: np.ndarray, labels: np.ndarray) -> float:
-    """Silhouette of a 1-D clustering; NaN where it is undefined (K >= distinct points)."""
-    if not 2 <= len(np.unique(labels)) < len(np.unique(embedding)):
-        return float("nan")
-    return float(silhouette_score(embedding[:, None], labels))
 
 
 def load_pooled(duckdb: DuckDBStore, item_ids: np.ndarray) -> StoredPooledModel:
@@ -115,57 +103,31 @@ def k_selection(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     method_settings: MethodSettings,
+    random_seed: RandomSeed,
 ) -> dg.MaterializeResult:
     """Choose K: candidates from the KDE modes of the embedding (Figure 1), then the
-    smallest K within one standard error of the best validation log-likelihood.
-    One MLflow run per K; the chosen K is tagged."""
+    smallest K within one standard error of the best validation log-likelihood
+    (``core.k_sweep.select_embedding_k``). One MLflow run per K; the chosen K is tagged."""
     split = load_split_graphs(duckdb)
     values = duckdb.read_table("customer_embeddings").set_index("customer_id")
     embedding = values["embedding"].reindex(split.train.customer_ids).to_numpy()
-    n_distinct = len(np.unique(embedding))
-    ks = [
-        k
-        for k in range(method_settings.k_min, method_settings.k_max + 1)
-        if k in candidate_ks(embedding, around=1) and k <= n_distinct
-    ] or [k for k in (method_settings.k_min,) if k <= n_distinct]
-    rows, cols, labels = split.validation
-    results, per_customer = {}, {}
-    scored = np.bincount(rows, minlength=split.train.n_customers) > 0
-    sample = np.random.default_rng(0).permutation(len(embedding))[:5000]
-    for k in ks:
-        segmenter = ModelEmbeddingSegmenter(k, random_state=method_settings.seed)
-        segmenter.fit_embedding(split.train, embedding)
-        p = segmenter.predict_proba(rows, cols)
-        log_likelihood = edge_log_likelihood(p, labels)
-        # customers, not edges, are the independent units: score each customer's sum
-        per_customer[k] = np.bincount(rows, log_likelihood, split.train.n_customers)[scored]
-        results[k] = {
-            "validation_log_likelihood": float(log_likelihood.mean()),
-            "validation_accuracy": float(((p >= 0.5) == (labels == 1)).mean()),
-            "silhouette": silhouette(embedding[sample], segmenter.labels_[sample]),
-            "sizes": segmenter.segment_sizes_.tolist(),
-        }
-    chosen, summary = select_k_one_standard_error(per_customer)
-    for k in ks:
-        results[k]["standard_error"] = summary[k]["se"]
-    links = {}
-    for k, result in results.items():
-        tags = {"chosen": str(k == chosen)}
-        with mlflow_tracker.run(K_SELECTION_EXPERIMENT, f"K={k}", context, tags) as run:
-            mlflow.log_params({"k": k, "segment_sizes": result["sizes"]})
-            mlflow.log_metrics({m: v for m, v in result.items() if m != "sizes"})
-            links[k] = mlflow_tracker.run_link(run)
-    table = pd.DataFrame(
-        [{"k": k, **{m: v for m, v in r.items() if m != "sizes"},
-          "segment_sizes": str(r["sizes"]), "chosen": k == chosen} for k, r in results.items()]
-    )
+    selection = select_embedding_k(split.train, embedding, split.validation,
+                                   method_settings.k_min, method_settings.k_max,
+                                   random_state=random_seed.value)
+    table, links = selection.table, {}
+    for row in table.itertuples(index=False):
+        tags = {"chosen": str(row.chosen)}
+        with mlflow_tracker.run(K_SELECTION_EXPERIMENT, f"K={row.k}", context, tags) as run:
+            mlflow.log_params({"k": row.k, "segment_sizes": row.segment_sizes})
+            mlflow.log_metrics({m: getattr(row, m) for m in K_SELECTION_METRICS})
+            links[row.k] = mlflow_tracker.run_link(run)
     duckdb.write_table("k_selection", table)
     return dg.MaterializeResult(
         metadata={
-            "chosen_k": chosen,
-            "candidates": str(ks),
+            "chosen_k": selection.chosen,
+            "candidates": str(selection.candidates),
             "scores": markdown_table(table),
-            "mlflow_run": dg.MetadataValue.url(links[chosen]),
+            "mlflow_run": dg.MetadataValue.url(links[selection.chosen]),
             "mlflow_experiment": dg.MetadataValue.url(
                 mlflow_tracker.experiment_link(K_SELECTION_EXPERIMENT)
             ),

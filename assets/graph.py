@@ -3,8 +3,9 @@
 import dagster as dg
 
 from segmentation_dagster.resources import DuckDBStore
+from segmentation_dagster.settings import MethodSettings, RandomSeed
 
-from .common import MethodSettings, markdown_table, source_info
+from .common import markdown_table, source_info
 
 
 @dg.asset(
@@ -43,7 +44,9 @@ def preference_edges(duckdb: DuckDBStore) -> dg.MaterializeResult:
     group_name="graph",
     kinds={"sql", "duckdb"},
 )
-def edge_split(duckdb: DuckDBStore, method_settings: MethodSettings) -> dg.MaterializeResult:
+def edge_split(
+    duckdb: DuckDBStore, method_settings: MethodSettings, random_seed: RandomSeed
+) -> dg.MaterializeResult:
     """Seeded train / validation / test split of the edges (dbt_like_sql/edge_split.sql).
 
     Every customer keeps at least one training edge.
@@ -51,7 +54,7 @@ def edge_split(duckdb: DuckDBStore, method_settings: MethodSettings) -> dg.Mater
     rows = duckdb.run_model(
         "edge_split",
         {
-            "seed": method_settings.seed,
+            "seed": random_seed.value,
             "test_percent": method_settings.test_percent,
             "validation_percent": method_settings.validation_percent,
         },
@@ -61,6 +64,15 @@ def edge_split(duckdb: DuckDBStore, method_settings: MethodSettings) -> dg.Mater
         "FROM edge_split GROUP BY split ORDER BY split"
     )
     by_split = dict(zip(counts["split"], counts["edges"], strict=True))
+    missing = [name for name in ("validation", "test") if not by_split.get(name)]
+    if missing:
+        raise ValueError(
+            f"no {' or '.join(missing)} edges: no customer has enough interactions to hold "
+            "any out (each customer's first edge always stays in training, so a customer "
+            f"needs at least 2). The data have {by_split.get('train', 0)} training edges; "
+            "supply more interactions per customer, or raise test_percent / "
+            "validation_percent in method_settings."
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,

@@ -26,24 +26,12 @@ from segmentation_dagster.core.recommend import (
     top_k_items,
 )
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
+from segmentation_dagster.scores import record_scores, score_row
+from segmentation_dagster.settings import NMFSettings, RandomSeed
 
 from .common import chosen_k, figure_metadata, markdown_table, source_info
-from .methods import SCORE_COLUMNS
 
 NMF_EXPERIMENT = "nmf_rank"
-
-
-class NMFSettings(dg.ConfigurableResource):
-    """NMF choices, recorded with every fit. ``k`` overrides the rank selection."""
-
-    k_min: int = 2
-    k_max: int = 6
-    n_restarts: int = 5
-    loss: str = "frobenius"
-    init: str = "nndsvd"
-    binary: bool = True
-    k: int | None = None
-    seed: int = 0
 
 
 def load_purchase_matrix(duckdb: DuckDBStore, binary: bool):
@@ -76,6 +64,7 @@ def nmf_rank_selection(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     nmf_settings: NMFSettings,
+    random_seed: RandomSeed,
     state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """Reconstruction error and stability over restarts (consensus dispersion and
@@ -84,7 +73,7 @@ def nmf_rank_selection(
     matrix = load_purchase_matrix(duckdb, nmf_settings.binary)
     k_max = min(nmf_settings.k_max, *matrix.shape)
     sweep = rank_sweep(matrix, range(nmf_settings.k_min, k_max + 1), nmf_settings.n_restarts,
-                       nmf_settings.loss, nmf_settings.init, nmf_settings.seed)
+                       nmf_settings.loss, nmf_settings.init, random_seed.value)
     chosen = choose_rank(sweep.table, k=nmf_settings.k)
     table = sweep.table.assign(chosen=sweep.table["k"] == chosen)
     duckdb.write_table("nmf_rank_selection", table)
@@ -141,14 +130,14 @@ def _scores_frame(ids: np.ndarray, id_name: str, scores: np.ndarray,
     ],
     can_subset=False,
 )
-def nmf_factorisation(duckdb: DuckDBStore, nmf_settings: NMFSettings,
+def nmf_factorisation(duckdb: DuckDBStore, nmf_settings: NMFSettings, random_seed: RandomSeed,
                       state_folder: StateFolder):
     """Fit NMF at the chosen rank on the sparse purchase matrix, then write the customer
     and product scores, hard segments and bundles, with block-ordered heatmaps."""
     chosen = chosen_k(duckdb, "nmf_rank_selection")
     matrix = load_purchase_matrix(duckdb, nmf_settings.binary)
     model = CoSegmentation(chosen, nmf_settings.loss, nmf_settings.init,
-                           nmf_settings.seed).fit(matrix)
+                           random_seed.value).fit(matrix)
     customers = _scores_frame(model.customer_ids_, "customer_id", model.W_,
                               model.customer_segments_)
     products = _scores_frame(model.item_ids_, "item_id", model.H_.T, model.product_segments_)
@@ -185,13 +174,12 @@ def nmf_factorisation(duckdb: DuckDBStore, nmf_settings: NMFSettings,
 @dg.asset(
     deps=["customer_nmf_scores", "product_nmf_scores", "customer_segments"],
     group_name="nmf",
-    kinds={"python", "duckdb", "mlflow"},
+    kinds={"python", "duckdb"},
 )
 def segment_recommendations(
-    context: dg.AssetExecutionContext,
     duckdb: DuckDBStore,
-    mlflow_tracker: MLflowTracker,
     nmf_settings: NMFSettings,
+    random_seed: RandomSeed,
 ) -> dg.MaterializeResult:
     """Top-10 unseen products per customer from W.H, and their evaluation on held-out
     interactions (20 % per customer): recall@10 and nDCG@10 of NMF against popularity
@@ -201,13 +189,13 @@ def segment_recommendations(
     dataset = source_info(duckdb, "dataset")
     chosen = chosen_k(duckdb, "nmf_rank_selection")
     _, test_mask = leave_out_split(counts["customer_id"], counts["item_id"], 0.2,
-                                   nmf_settings.seed)
+                                   random_seed.value)
     held = held_out_matrices(counts["customer_id"], counts["item_id"], test_mask)
     embedding_segments = duckdb.read_table("customer_segments").set_index("customer_id")
     segments = embedding_segments["segment"].reindex(held.customer_ids).fillna(-1)
     scorers = {
         "nmf": NMFScorer(n_components=chosen, loss=nmf_settings.loss, init=nmf_settings.init,
-                         random_state=nmf_settings.seed),
+                         random_state=random_seed.value),
         "popularity": PopularityScorer(),
         "segment_popularity_model_embedding": SegmentPopularityScorer(
             segments.to_numpy().astype(int)),
@@ -216,11 +204,9 @@ def segment_recommendations(
     for name, scorer in scorers.items():
         metrics = evaluate_recommendations(scorer.fit(held.train), held.train, held.test, k=10)
         for metric, value in (("recall@10", metrics.recall), ("ndcg@10", metrics.ndcg)):
-            rows.append({"dataset": dataset, "task": "recommendation", "slice": "all",
-                         "method": name, "metric": metric, "value": value,
-                         "n_segments": chosen if name == "nmf" else None, "seconds": np.nan})
-    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-    duckdb.write_table("method_scores_nmf_recommendation", scores)
+            rows.append(score_row(dataset, "recommendation", name, metric, value,
+                                  chosen if name == "nmf" else None))
+    scores = record_scores(duckdb, "method_scores_nmf_recommendation", rows)
 
     # recommendations to act on use every interaction, not only the training part
     customers = duckdb.read_table("customer_nmf_scores").set_index("customer_id")
@@ -237,12 +223,7 @@ def segment_recommendations(
         "rank": ranks, "item_id": np.where(top.ravel() >= 0, held.item_ids[top.ravel()], None),
     }).dropna(subset=["item_id"])
     duckdb.write_table("segment_recommendations", recommendations)
-    with mlflow_tracker.run("recommendation", "held-out evaluation", context) as run:
-        mlflow.log_metrics({f"{r.method}.{r.metric}".replace("@", "_at_"): r.value
-                            for r in scores.itertuples()})
-        link = mlflow_tracker.run_link(run)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(recommendations),
         "evaluation": markdown_table(scores[["method", "metric", "value"]]),
-        "mlflow_run": dg.MetadataValue.url(link),
     })

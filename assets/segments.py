@@ -10,8 +10,9 @@ import pandas as pd
 from segmentation_dagster.core.plots import embedding_density
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
+from segmentation_dagster.settings import MethodSettings, RandomSeed
 
-from .common import MethodSettings, chosen_k, figure_metadata, load_split_graphs, markdown_table
+from .common import chosen_k, figure_metadata, load_split_graphs, markdown_table
 
 SEGMENTS_EXPERIMENT = "segments"
 
@@ -26,6 +27,7 @@ def customer_segments(
     duckdb: DuckDBStore,
     mlflow_tracker: MLflowTracker,
     method_settings: MethodSettings,
+    random_seed: RandomSeed,
     state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """The current segment of every customer: k-means on the embeddings with the chosen K
@@ -38,7 +40,7 @@ def customer_segments(
     chosen = chosen_k(duckdb)
     values = duckdb.read_table("customer_embeddings").set_index("customer_id")
     embedding = values["embedding"].reindex(split.train.customer_ids).to_numpy()
-    segmenter = ModelEmbeddingSegmenter(chosen, random_state=method_settings.seed)
+    segmenter = ModelEmbeddingSegmenter(chosen, random_state=random_seed.value)
     segmenter.fit_embedding(split.train, embedding)
 
     created = datetime.now(UTC).replace(tzinfo=None)

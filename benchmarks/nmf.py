@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import time
 import warnings
@@ -46,8 +45,8 @@ from segmentation_dagster.core.recommend import (
     leave_out_split,
 )
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
+from segmentation_dagster.settings import source_from_environment
 
-DEFAULT_DIR = Path("/work/shared/data/ml-100k")
 KS = range(2, 11)
 N_RESTARTS = 10
 SEED = 0
@@ -58,13 +57,8 @@ def peak_mb() -> float:
 
 
 def data_dir(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("SEGMENTATION_MOVIELENS_DIR")
-    if env:
-        return Path(env)
-    local = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-100k"
-    return local if local.exists() else DEFAULT_DIR
+    """--data-dir, else SEGMENTATION_MOVIELENS_DIR (read by the settings module)."""
+    return Path(arg or source_from_environment()["movielens_dir"] or "ml-100k")
 
 
 def read_ratings(folder: Path) -> pd.DataFrame:

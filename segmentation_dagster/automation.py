@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
+
+from .resources import DataSource
 
 segmentation_job = dg.define_asset_job(
     "segmentation_job",
@@ -22,14 +23,13 @@ daily_refresh = dg.ScheduleDefinition(
 )
 
 
-def _files_fingerprint() -> str | None:
+def files_fingerprint(source: DataSource) -> str | None:
     """Size and modification time of the `files` source's inputs, or None if not in use."""
-    if os.environ.get("SEGMENTATION_SOURCE", "synthetic") != "files":
+    if source.kind != "files":
         return None
     parts = []
-    for name in ("SEGMENTATION_INTERACTIONS", "SEGMENTATION_ITEMS", "SEGMENTATION_CUSTOMERS"):
-        path = os.environ.get(name)
-        if path and Path(path).exists():
+    for path in (source.interactions_path, source.items_path, source.customers_path):
+        if path and Path(path).is_file():
             stat = Path(path).stat()
             parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
     return "|".join(parts) or None
@@ -37,9 +37,9 @@ def _files_fingerprint() -> str | None:
 
 @dg.sensor(job=segmentation_job, minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.STOPPED)
-def new_files_sensor(context: dg.SensorEvaluationContext):
+def new_files_sensor(context: dg.SensorEvaluationContext, source: DataSource):
     """Start a run when the `files` source's input files change (size or mtime)."""
-    fingerprint = _files_fingerprint()
+    fingerprint = files_fingerprint(source)
     if fingerprint is None:
         return dg.SkipReason("the files source is not in use or its files are missing")
     if fingerprint == context.cursor:

@@ -1,23 +1,27 @@
-"""Resources configured from the environment (see settings.py for the variables)."""
+"""The resources of the code location, built from the settings (settings.py reads the
+environment; nothing here does)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-from assets.cold_start import ColdStartSettings
-from assets.common import MethodSettings
-from assets.nmf import NMFSettings
-from assets.unicon import UniconSettings
 
 from . import settings
 from .checks import InputRules
 from .resources import DataSource, DuckDBStore, MLflowTracker, StateFolder
+from .settings import (
+    BehaviourSegmentSettings,
+    ColdStartSettings,
+    LookalikeSettings,
+    MethodSettings,
+    NMFSettings,
+    RandomSeed,
+    UniconModelSettings,
+)
 
 
 def build_resources(home: str | None = None, **overrides) -> dict:
-    """The resources, reading SEGMENTATION_* variables; ``home`` overrides the state
-    folder (tests use a temporary one) and ``overrides`` replace single resources.
+    """The resources, from SEGMENTATION_* variables; ``home`` overrides the state folder
+    (tests use a temporary one) and ``overrides`` replace single resources.
 
     Every path is derived here, once, from the state folder and passed to the resources
     explicitly; the process environment is only read, never written, so resources built
@@ -25,7 +29,6 @@ def build_resources(home: str | None = None, **overrides) -> dict:
     ``cache_dir`` (empty: downloads/ in SEGMENTATION_HOME).
     """
     state = Path(home).resolve() if home is not None else settings.state_home()
-    env = os.environ.get
     resources = {
         "duckdb": DuckDBStore(path=settings.duckdb_path(state)),
         "mlflow_tracker": MLflowTracker(
@@ -34,18 +37,16 @@ def build_resources(home: str | None = None, **overrides) -> dict:
         ),
         "state_folder": StateFolder(path=str(state)),
         "source": DataSource(
-            kind=env("SEGMENTATION_SOURCE", "synthetic"),
-            movielens_dir=env("SEGMENTATION_MOVIELENS_DIR", ""),
-            interactions_path=env("SEGMENTATION_INTERACTIONS", ""),
-            items_path=env("SEGMENTATION_ITEMS", ""),
-            customers_path=env("SEGMENTATION_CUSTOMERS", ""),
-            cache_dir=settings.downloads_dir(state),
+            **settings.source_from_environment(), cache_dir=settings.downloads_dir(state)
         ),
+        "random_seed": RandomSeed(value=settings.seed_from_environment()),
         "method_settings": MethodSettings(),
         "input_rules": InputRules(),
         "cold_start_settings": ColdStartSettings(),
         "nmf_settings": NMFSettings(),
-        "unicon_settings": UniconSettings(),
+        "unicon_model_settings": UniconModelSettings(),
+        "behaviour_segment_settings": BehaviourSegmentSettings(),
+        "lookalike_settings": LookalikeSettings(),
     }
     resources.update(overrides)
     return resources

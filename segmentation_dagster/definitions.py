@@ -3,12 +3,14 @@
 import dagster as dg
 
 from assets import (
+    behaviour,
     classifiers,
     cold_start,
     comparison,
     embedding,
     graph,
     ingest,
+    lookalike,
     methods,
     nmf,
     segments,
@@ -22,7 +24,7 @@ from .config import build_resources
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
         [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start, nmf,
-         unicon]
+         unicon, behaviour, lookalike]
     ),
     asset_checks=[*input_checks, *output_checks],
     jobs=[segmentation_job],

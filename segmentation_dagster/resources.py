@@ -8,6 +8,7 @@ path falls back to SEGMENTATION_HOME (settings.state_home) for resources built b
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,28 +16,79 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
-from filelock import FileLock
+from filelock import FileLock, Timeout
+from pydantic import PrivateAttr
 
 from . import settings
 from .sources import SourceTables, load_source
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
+SQL_PACKAGE = "dbt_like_sql"
+
+
+def sql_model(model: str) -> str:
+    """The text of ``dbt_like_sql/<model>.sql``, read from the installed package."""
+    resource = importlib.resources.files(SQL_PACKAGE) / f"{model}.sql"
+    if not resource.is_file():
+        raise FileNotFoundError(f"no SQL model {model!r} in the {SQL_PACKAGE} package")
+    return resource.read_text()
 
 
 class DuckDBStore(dg.ConfigurableResource):
     """One DuckDB file in the state folder, opened only when an asset asks for it.
 
-    DuckDB allows one writing process per file. A file lock next to the database makes
-    writers from different processes (a schedule and a manual run, say) queue instead of
-    failing, and a lock error from a foreign process is retried with backoff.
+    One run at a time per state folder: a run takes the folder's run lock when its
+    resources are set up and holds it to the end, whoever started it (``make run``, the
+    UI, a schedule or a sensor; the executor is in-process, so a run sets its resources
+    up once). A second run waits up to ``run_lock_timeout_seconds`` for the first to
+    finish (0: it fails at once, saying which folder is busy). The operating system
+    releases the lock of a killed run.
+
+    Within a run, a file lock per connection keeps foreign writers (a script) out, and a
+    DuckDB lock error from a foreign process is retried with backoff.
     """
 
     path: str = ""  # empty: segmentation.duckdb in SEGMENTATION_HOME
     lock_timeout_seconds: float = 600.0
     retries: int = 5
+    run_lock_timeout_seconds: float = 3600.0
+    _run_lock: FileLock | None = PrivateAttr(default=None)
 
     def database_path(self) -> Path:
         return Path(self.path or settings.duckdb_path(settings.state_home()))
+
+    def run_lock_path(self) -> Path:
+        path = self.database_path()
+        return path.with_name(path.name + ".run.lock")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.dagster_run is None:  # built outside a run: nothing to hold
+            return
+        path = self.run_lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if context.log is not None and self.run_lock_timeout_seconds > 0:
+                context.log.warning(f"another run holds {path}; this run waits for it "
+                                    f"(at most {self.run_lock_timeout_seconds:g} s)")
+            self._wait_for(lock, path)
+        self._run_lock = lock
+
+    def _wait_for(self, lock: FileLock, path: Path) -> None:
+        try:
+            lock.acquire(timeout=self.run_lock_timeout_seconds)
+        except Timeout:
+            raise RuntimeError(
+                f"another run is using the state folder {path.parent} (it holds {path}); "
+                f"waited {self.run_lock_timeout_seconds:g} s. Let it finish, or raise "
+                "resources.duckdb.config.run_lock_timeout_seconds to wait longer."
+            ) from None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -88,7 +140,7 @@ class DuckDBStore(dg.ConfigurableResource):
     def run_model(self, model: str, parameters: dict | None = None) -> int:
         """Run ``dbt_like_sql/<model>.sql`` (a CREATE OR REPLACE of table <model>) and
         return the row count of the table it builds."""
-        sql = (SQL_DIR / f"{model}.sql").read_text()
+        sql = sql_model(model)
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             con.execute(sql, parameters or {})
@@ -113,7 +165,10 @@ class DataSource(dg.ConfigurableResource):
     synthetic_items: int = 300
     synthetic_segments: int = 3
     label_rule: str = ""
-    seed: int = 0
+    seed: int = 0  # the synthetic data's seed (the pipeline's own is RandomSeed)
+    # items / customers files must share at least this share of the interactions' ids
+    # (never none, whatever this says)
+    min_id_overlap: float = 0.0
     cache_dir: str = ""  # empty: downloads/ in SEGMENTATION_HOME
 
     def load(self) -> SourceTables:
@@ -128,6 +183,7 @@ class DataSource(dg.ConfigurableResource):
                             self.synthetic_segments),
             label_rule=self.label_rule or None,
             seed=self.seed,
+            min_id_overlap=self.min_id_overlap,
         )
 
 

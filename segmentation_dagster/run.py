@@ -16,15 +16,14 @@ from . import settings
 
 
 def main() -> int:
-    # the entry point reads the environment once; build_resources (in definitions.py)
-    # derives the same state folder from it
-    home = settings.state_home()
-    dagster_home = os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home"))
+    # settings reads the environment; build_resources (in definitions.py) derives the same
+    # state folder from it
+    dagster_home = settings.dagster_home(settings.state_home())
     os.makedirs(dagster_home, exist_ok=True)
     from .definitions import defs
 
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(dagster_home) as instance:
         result = defs.resolve_job_def("segmentation_job").execute_in_process(
             instance=instance, raise_on_error=False
         )

@@ -1,26 +1,67 @@
-"""Where state lives, read from environment variables (each optional).
+"""Every setting of the pipeline, and the ONE module that reads the environment.
+
+Environment variables (each optional; `make` passes them through):
 
 - SEGMENTATION_HOME: the state folder (default ``.segmentation``): DuckDB file, MLflow
   store, figures, report, models, downloads and DAGSTER_HOME.
 - SEGMENTATION_SOURCE: ``synthetic`` (default), ``movielens-100k``, ``movielens-1m``, ``files``.
 - SEGMENTATION_MOVIELENS_DIR: a local folder of the original MovieLens files.
 - SEGMENTATION_INTERACTIONS, SEGMENTATION_ITEMS, SEGMENTATION_CUSTOMERS: the ``files`` paths.
+- SEGMENTATION_SEED: the one seed behind every random choice (splits, K selection, every
+  method, NMF, UNICON and torch); default 0.
 
-``state_home`` is the only reader of SEGMENTATION_HOME; the other helpers take the state
-folder as an argument, so resources built for one folder never depend on the environment.
+Nothing else in the project calls ``os.environ``: the resources are built from these
+values once (``config.build_resources``), and every path is passed on explicitly, so
+resources built for different state folders can live side by side in one process.
+
+The settings classes are Dagster resources, so every field can be changed per run in the
+launchpad (``resources.<key>.config``); the keys are those of ``config.build_resources``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-SOURCES = ("synthetic", "movielens-100k", "movielens-1m", "files")
+import dagster as dg
+
+# --- the environment (the only reader) ------------------------------------------------
 
 
 def state_home() -> Path:
     """The state folder named by SEGMENTATION_HOME (default ``.segmentation``), absolute."""
     return Path(os.environ.get("SEGMENTATION_HOME", ".segmentation")).resolve()
+
+
+def source_from_environment() -> dict[str, str]:
+    """The DataSource fields that SEGMENTATION_* variables set (kind and paths)."""
+    env = os.environ.get
+    return {
+        "kind": env("SEGMENTATION_SOURCE", "synthetic"),
+        "movielens_dir": env("SEGMENTATION_MOVIELENS_DIR", ""),
+        "interactions_path": env("SEGMENTATION_INTERACTIONS", ""),
+        "items_path": env("SEGMENTATION_ITEMS", ""),
+        "customers_path": env("SEGMENTATION_CUSTOMERS", ""),
+    }
+
+
+def seed_from_environment() -> int:
+    value = os.environ.get("SEGMENTATION_SEED", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"SEGMENTATION_SEED must be an integer, got {value!r}; unset it for the default 0"
+        ) from None
+
+
+def dagster_home(home: Path) -> str:
+    """DAGSTER_HOME as set by the user, else ``dagster_home/`` in the state folder."""
+    return os.environ.get("DAGSTER_HOME") or str(home / "dagster_home")
+
+
+# --- paths in the state folder --------------------------------------------------------
 
 
 def duckdb_path(home: Path) -> str:
@@ -38,3 +79,123 @@ def mlflow_artifact_root(home: Path) -> str:
 def downloads_dir(home: Path) -> str:
     """Where MovieLens zips are downloaded when no local folder is given."""
     return str(home / "downloads")
+
+
+# --- settings resources ---------------------------------------------------------------
+
+
+class RandomSeed(dg.ConfigurableResource):
+    """The one seed (resource key ``random_seed``): the edge split, K selection, every
+    segmentation method, NMF, UNICON and torch all derive their randomness from it."""
+
+    value: int = 0
+
+
+class MethodSettings(dg.ConfigurableResource):
+    """Choices of the segmentation method, shared by the assets that use them."""
+
+    pooled: str = "global"
+    normalisation: str = "entropy"
+    k_min: int = 2
+    k_max: int = 6
+    test_percent: int = 20
+    validation_percent: int = 10
+    max_customers_for_pairwise: int = 20000
+
+
+class ColdStartSettings(dg.ConfigurableResource):
+    """Genres to evaluate (any genre of the source) and the K range of the protocol."""
+
+    genres: list[str] = ["Action", "Comedy", "Drama"]
+    ks: list[int] = [2, 3, 4, 5]
+    multi_genre: bool = True
+
+
+class NMFSettings(dg.ConfigurableResource):
+    """NMF choices, recorded with every fit. ``k`` overrides the rank selection."""
+
+    k_min: int = 2
+    k_max: int = 6
+    n_restarts: int = 5
+    loss: str = "frobenius"
+    init: str = "nndsvd"
+    binary: bool = True
+    k: int | None = None
+
+
+class UniconModelSettings(dg.ConfigurableResource):
+    """The UNICON sequences and transformer (resource key ``unicon_model_settings``): used
+    by customer_sequences, unicon_model and the networks of lookalike_audience.
+
+    The default model is small (d=32, 2 layers, 2 heads, at most 15 epochs) so that
+    ``make run`` stays within its budget; larger data deserve d_model=64, max_events=200.
+    """
+
+    max_events: int = 50
+    d_model: int = 32
+    n_heads: int = 2
+    n_layers: int = 2
+    dropout: float = 0.1
+    learning_rate: float = 3e-3
+    batch_size: int = 128
+    max_epochs: int = 15
+    patience: int = 3
+    threads: int = 2
+    # "auto": a CUDA GPU when the installed torch build sees one, else the CPU
+    device: str = "auto"
+
+    def unicon_config(self, seed: int, **overrides):
+        """The training configuration: every UniconConfig field these settings share by
+        name (model size, optimiser, threads, device), the run's seed, then ``overrides``."""
+        # imported here: torch is heavy, and only the UNICON assets need it
+        from .core.sequence.train import UniconConfig
+
+        shared = {f.name for f in dataclasses.fields(UniconConfig)} & set(type(self).model_fields)
+        fields = {name: getattr(self, name) for name in shared}
+        return UniconConfig(**(fields | {"seed": seed} | overrides))
+
+
+class BehaviourSegmentSettings(dg.ConfigurableResource):
+    """Data-driven behaviour segments (resource key ``behaviour_segment_settings``): used
+    by behaviour_segments and unicon_evaluation."""
+
+    k_min: int = 2
+    k_max: int = 8
+    similarity_pairs: int = 20000
+    representative_items: int = 20
+    representative_radius_quantile: float = 0.5
+    max_category_share: float = 0.3
+    backfill_share: float = 0.2
+
+    def k_values(self) -> tuple[int, ...]:
+        """Every K from k_min to k_max."""
+        return tuple(range(self.k_min, self.k_max + 1))
+
+
+class LookalikeSettings(dg.ConfigurableResource):
+    """The lookalike audience (resource key ``lookalike_settings``): the business rule
+    (an SQL predicate over an interaction joined with its item, and a minimum count;
+    empty: the source's default rule), the cutoff, the split and the training lengths.
+    The network's size comes from ``unicon_model_settings``."""
+
+    rule_filter: str = ""
+    rule_min_count: int = 0
+    cutoff: str = ""
+    cutoff_quantile: float = 0.75
+    new_customer_days: int = 7
+    negatives_per_positive: float = 3.0
+    validation_share: float = 0.25
+    positive_history: str = "before_rule"  # or "full" (the paper: core histories as is)
+    pretrain_epochs: int = 10
+    # a few hundred labelled customers: small batches give the optimiser enough steps
+    # (with 128, 30 epochs were ~90 steps and training stalled for some seeds)
+    classifier_epochs: int = 60
+    classifier_batch_size: int = 32
+    classifier_patience: int = 5
+    classifier_learning_rate: float = 3e-3
+
+    def classifier_overrides(self) -> dict:
+        """The UniconConfig fields of the fine-tuning that differ from the model's."""
+        return {"max_epochs": self.classifier_epochs, "batch_size": self.classifier_batch_size,
+                "patience": self.classifier_patience,
+                "learning_rate": self.classifier_learning_rate}

@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from assets.methods import METHODS as CODE_METHODS
+from segmentation_dagster.core.registry import METHODS as REGISTRY
 from segmentation_dagster.definitions import defs
 
 # Every variable settings.py and config.py read: cleared so the developer's own
@@ -22,12 +22,13 @@ SEGMENTATION_VARIABLES = (
     "SEGMENTATION_INTERACTIONS",
     "SEGMENTATION_ITEMS",
     "SEGMENTATION_CUSTOMERS",
+    "SEGMENTATION_SEED",
 )
 SMALL_SYNTHETIC = {"kind": "synthetic", "synthetic_customers": 400, "synthetic_items": 120}
-# The methods the comparison must always hold; more may be added in assets/methods.py.
+# The methods the comparison must always hold; more may be added to core/registry.py.
 REQUIRED_METHODS = ("model_embedding", "population", "latent_class", "empirical_bayes",
                     "demographic", "kmedoids", "spectral")
-METHODS = tuple(CODE_METHODS)
+METHODS = tuple(name for name, spec in REGISTRY.items() if spec.in_pipeline)
 EXPECTED_ASSETS = {
     "raw_interactions", "raw_items", "raw_customers", "ground_truth_segments",
     "preference_edges", "edge_split",

@@ -28,6 +28,7 @@ from pipeline_helpers import (
 )
 
 from segmentation_dagster.automation import new_files_sensor
+from segmentation_dagster.checks import InputRules
 from segmentation_dagster.config import build_resources
 from segmentation_dagster.core.sequence.synthetic import make_behaviour_dataset
 from segmentation_dagster.resources import DataSource
@@ -68,10 +69,10 @@ def state(good_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def run_on_files(home: Path, files: Files) -> dg.ExecuteInProcessResult:
+def run_on_files(home: Path, files: Files, **overrides) -> dg.ExecuteInProcessResult:
     source = DataSource(kind="files", interactions_path=str(files.interactions),
                         items_path=str(files.items), customers_path=str(files.customers))
-    return run_segmentation_job(build_resources(str(home), source=source))
+    return run_segmentation_job(build_resources(str(home), source=source, **overrides))
 
 
 def current_segments(home: Path) -> pd.DataFrame:
@@ -199,14 +200,14 @@ def _unknown_event(files: Files, tables) -> None:
 
 
 def _missing_customer_ids(files: Files, tables) -> None:
-    frame = tables["interactions"].astype({"customer_id": float})
-    frame.loc[[2, 7, 9], "customer_id"] = float("nan")
+    frame = tables["interactions"].astype({"customer_id": object})
+    frame.loc[[2, 7, 9], "customer_id"] = None
     frame.to_csv(files.interactions, index=False)
 
 
 def _missing_item_ids(files: Files, tables) -> None:
-    frame = tables["items"].astype({"item_id": float})
-    frame.loc[[1, 3], "item_id"] = float("nan")
+    frame = tables["items"].astype({"item_id": object})
+    frame.loc[[1, 3], "item_id"] = None
     frame.to_csv(files.items, index=False)
 
 
@@ -261,7 +262,8 @@ def test_blocking_input_checks_stop_bad_data(
     files = write_files(tmp_path / "files", tables)
     breaker(files, tables)
 
-    result = run_on_files(state, files)
+    # the operator's range for these 0/1 values: values are otherwise on any scale
+    result = run_on_files(state, files, input_rules=InputRules(min_value=0.0, max_value=1.0))
 
     evaluations = check_evaluations(result)
     assert set(evaluations) == INPUT_CHECKS
@@ -288,8 +290,14 @@ def test_new_files_sensor_requests_a_run_only_when_the_files_change(
     files = write_files(tmp_path / "files", good_tables)
     isolate_environment(monkeypatch, tmp_path / "state")
 
+    def sensor_context(cursor: str | None) -> dg.SensorEvaluationContext:
+        # the sensor reads the data source resource, built from the environment as the
+        # code location builds it
+        source = build_resources(str(tmp_path / "state"))["source"]
+        return dg.build_sensor_context(cursor=cursor, resources={"source": source})
+
     # not the files source: nothing to watch
-    skipped = new_files_sensor(dg.build_sensor_context(cursor=None))
+    skipped = new_files_sensor(sensor_context(None))
     assert isinstance(skipped, dg.SkipReason)
 
     monkeypatch.setenv("SEGMENTATION_SOURCE", "files")
@@ -297,20 +305,20 @@ def test_new_files_sensor_requests_a_run_only_when_the_files_change(
     monkeypatch.setenv("SEGMENTATION_ITEMS", str(files.items))
     monkeypatch.setenv("SEGMENTATION_CUSTOMERS", str(files.customers))
 
-    context = dg.build_sensor_context(cursor=None)
+    context = sensor_context(None)
     first = new_files_sensor(context)
     assert isinstance(first, dg.RunRequest)
     cursor = context.cursor
     assert cursor and first.run_key == cursor
 
-    unchanged = new_files_sensor(dg.build_sensor_context(cursor=cursor))
+    unchanged = new_files_sensor(sensor_context(cursor))
     assert isinstance(unchanged, dg.SkipReason)
     assert "no new data" in unchanged.skip_message
 
     # new rows appended: a new run, keyed by the new fingerprint
     with files.interactions.open("a") as handle:
         handle.write(good_tables["interactions"].tail(1).to_csv(header=False, index=False))
-    context = dg.build_sensor_context(cursor=cursor)
+    context = sensor_context(cursor)
     appended = new_files_sensor(context)
     assert isinstance(appended, dg.RunRequest)
     assert appended.run_key != first.run_key and context.cursor == appended.run_key
@@ -319,5 +327,5 @@ def test_new_files_sensor_requests_a_run_only_when_the_files_change(
     cursor = context.cursor
     stat = files.customers.stat()
     os.utime(files.customers, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    touched = new_files_sensor(dg.build_sensor_context(cursor=cursor))
+    touched = new_files_sensor(sensor_context(cursor))
     assert isinstance(touched, dg.RunRequest) and touched.run_key != cursor

@@ -22,8 +22,9 @@ def test_definitions_are_loadable() -> None:
 
 def test_every_resource_is_bound() -> None:
     assert set(defs.resources) == {
-        "duckdb", "mlflow_tracker", "state_folder", "source", "method_settings",
-        "input_rules", "cold_start_settings", "nmf_settings", "unicon_settings",
+        "duckdb", "mlflow_tracker", "state_folder", "source", "random_seed", "method_settings",
+        "input_rules", "cold_start_settings", "nmf_settings", "unicon_model_settings",
+        "behaviour_segment_settings", "lookalike_settings",
     }
 
 
@@ -85,13 +86,25 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
+# the core is a plain library: no orchestrator, store or tracker beneath it
+SHELL_PACKAGES = ("dagster", "duckdb", "mlflow")
+
+
+def _core_sources() -> list[Path]:
+    """Every module under core/, subpackages included (core/sequence/, ...)."""
+    return sorted(CORE.rglob("*.py"))
+
+
 def test_core_sources_import_no_dagster() -> None:
-    """The science core must stay usable without the orchestrator."""
-    sources = sorted(CORE.glob("*.py"))
+    """The science core must stay usable without the orchestrator, the store or MLflow."""
+    sources = _core_sources()
     assert len(sources) >= 5, f"no core modules found in {CORE}"
+    assert any(path.parent != CORE for path in sources), "subpackages of core/ not searched"
     offenders = {
-        path.name: sorted(name for name in _imported_modules(path)
-                          if name.split(".")[0].startswith("dagster"))
+        str(path.relative_to(CORE)): sorted(
+            name for name in _imported_modules(path)
+            if name.split(".")[0].startswith(SHELL_PACKAGES)
+        )
         for path in sources
     }
     assert {name: mods for name, mods in offenders.items() if mods} == {}
@@ -99,15 +112,42 @@ def test_core_sources_import_no_dagster() -> None:
 
 def test_importing_the_core_loads_no_dagster() -> None:
     """Also indirectly: a core module importing a sibling of core/ that imports Dagster."""
-    modules = [f"segmentation_dagster.core.{path.stem}" for path in sorted(CORE.glob("*.py"))
-               if path.stem != "__init__"]
+    modules = [
+        "segmentation_dagster.core." + ".".join(path.relative_to(CORE).with_suffix("").parts)
+        for path in _core_sources() if path.stem != "__init__"
+    ]
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0].startswith({SHELL_PACKAGES!r})))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_settings_do_not_import_the_assets() -> None:
+    """The code location's settings and resources sit below the asset shells: importing
+    them loads no ``assets`` module (only definitions.py gathers the assets)."""
+    code = (
+        "import sys\n"
+        "import segmentation_dagster.config, segmentation_dagster.settings\n"
+        "import segmentation_dagster.resources, segmentation_dagster.scores\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'assets'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_nothing_outside_definitions_imports_the_assets() -> None:
+    package = CORE.parent
+    offenders = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py")
+        if path.name != "definitions.py"
+        and any(name.split(".")[0] == "assets" for name in _imported_modules(path))
+    )
+    assert offenders == []

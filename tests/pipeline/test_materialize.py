@@ -30,6 +30,7 @@ from pipeline_helpers import (
 
 from segmentation_dagster.config import build_resources
 from segmentation_dagster.resources import DataSource
+from segmentation_dagster.scores import metric_key
 
 # Every required method but empirical Bayes assigns customers to segments, so those are
 # scored on recovering the planted ones.
@@ -198,25 +199,33 @@ def test_model_embedding_recovers_the_planted_segments(good_run) -> None:
     assert value["model_embedding", "ari"] > 0.5
 
 
-def test_method_runs_in_mlflow(good_run) -> None:
+def test_mlflow_comparison_equals_duckdb(good_run) -> None:
+    """Read the MLflow store back: every (task, slice, method, metric) of model_comparison
+    is the metric ``{task}.{slice}.{metric}`` of that method's one run, and MLflow holds
+    nothing DuckDB does not (slices of a task no longer overwrite each other)."""
     runs = experiment_runs(good_run.home, "model_comparison")
     by_name = {}
     for run in runs:
         assert run.info.run_name not in by_name, f"two runs named {run.info.run_name}"
         by_name[run.info.run_name] = run
-    # UNICON logs its own comparison run beside the segmentation methods
-    assert set(by_name) == set(METHODS) | {"summary", "unicon"}
     table = comparison(good_run)
-    for method in METHODS:
+    assert set(by_name) == set(table["method"]) | {"summary"}
+    assert set(METHODS) | {"unicon"} <= set(by_name)
+    assert table.groupby("slice")["task"].count().size > 1  # several slices to keep apart
+    for method, rows in table.groupby("method"):
         run = by_name[method]
         assert run.data.tags["dagster.run_id"] == good_run.result.run_id
-        assert run.data.tags["dagster.asset_key"] == f"method_{method}"
+        assert run.data.tags["dagster.asset_key"] == "model_comparison"
         assert run.data.tags["method"] == method
-        # what MLflow shows is what DuckDB holds
-        auc = table[(table["method"] == method) & (table["task"] == "held_out_edges")
-                    & (table["metric"] == "auc") & (table["slice"] == "all")]["value"].item()
-        assert run.data.metrics["held_out_edges.auc"] == pytest.approx(auc)
-    assert by_name["summary"].data.tags["dagster.asset_key"] == "model_comparison"
+        expected = {metric_key(r.task, r.slice, r.metric): r.value
+                    for r in rows.itertuples() if np.isfinite(r.value)}
+        assert run.data.metrics == pytest.approx(expected), method
+    summary = by_name["summary"]
+    assert summary.data.tags["dagster.asset_key"] == "model_comparison"
+    auc = table[(table["task"] == "held_out_edges") & (table["metric"] == "auc")
+                & (table["slice"] == "all")]
+    assert summary.data.metrics == pytest.approx(
+        {f"{r.method}.held_out_edges.all.auc": r.value for r in auc.itertuples()})
 
 
 def test_segment_classifiers_are_logged_models(good_run) -> None:
@@ -225,7 +234,15 @@ def test_segment_classifiers_are_logged_models(good_run) -> None:
     run = runs[0]
     assert run.data.tags["dagster.run_id"] == good_run.result.run_id
     assert run.data.tags["dagster.asset_key"] == "segment_classifiers"
-    assert "auc_all" in run.data.metrics
+    # each logged model carries its own test AUC, equal to DuckDB's
+    scores = read_table(good_run.home, "SELECT * FROM segment_classifier_scores")
+    auc = scores.set_index(["method", "slice"])["value"]
+    assert run.data.metrics["population.auc"] == pytest.approx(auc[("population", "all")])
+    assert run.data.metrics["all_segments.auc"] == pytest.approx(
+        auc[("model_embedding", "all")])
+    for s in range(chosen_k(good_run.home)):
+        assert run.data.metrics[f"segment_{s}.auc"] == pytest.approx(
+            auc[("model_embedding", f"segment:{s}")])
 
     models = client(good_run.home).search_logged_models(
         experiment_ids=[run.info.experiment_id]

@@ -9,13 +9,17 @@ from pathlib import Path
 import dagster as dg
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from pipeline_helpers import failure_messages, isolate_environment, read_table
 
-from assets.cold_start import ColdStartSettings, cold_start_evaluation
+from assets.cold_start import MULTI_GENRE_TASK, cold_start_evaluation, score_table
+from assets.comparison import model_comparison
 from assets.ingest import raw_tables
 from segmentation_dagster.config import build_resources
 from segmentation_dagster.resources import DataSource
+from segmentation_dagster.scores import SCORE_COLUMNS
+from segmentation_dagster.settings import ColdStartSettings
 
 MOVIELENS = Path(
     os.environ.get(
@@ -97,6 +101,34 @@ def test_nmf_recovers_what_customers_buy(good_run) -> None:
     assert rows["nmf"] > rows["model_embedding"] + 0.3
 
 
+def test_cold_start_summary_becomes_score_rows() -> None:
+    """The core's tidy summary, mapped to the comparison schema by the shell."""
+    summary = pd.DataFrame({
+        "genre": ["X", "X", "Y", "Y"], "method": ["population", "model_embedding"] * 2,
+        "n_segments": [1, 2, 1, 3], "accuracy": [0.4, 0.7, 0.5, 0.8],
+        "validation_accuracy": [0.4, 0.6, 0.5, 0.7], "seconds": [0.1, 0.2, 0.3, 0.4],
+    })
+    rows = score_table(summary.iloc[:2], "synthetic", add_mean=True)
+    assert list(rows.columns) == SCORE_COLUMNS == [
+        "dataset", "task", "slice", "method", "metric", "value", "n_segments", "seconds"]
+    assert set(rows["slice"]) == {"X", "all"}
+    assert (rows["task"] == "cold_start").all()
+    mean = rows.set_index(["slice", "method"]).loc[("all", "population"), "value"]
+    assert mean == pytest.approx(0.4)
+    # the mean over two genres, with summed seconds and no K
+    rows = score_table(summary, "synthetic", add_mean=True).set_index(["slice", "method"])
+    assert rows.loc[("all", "model_embedding"), "value"] == pytest.approx(0.75)
+    assert rows.loc[("all", "model_embedding"), "seconds"] == pytest.approx(0.6)
+    assert pd.isna(rows.loc[("all", "model_embedding"), "n_segments"])
+    assert rows.loc[("Y", "model_embedding"), "n_segments"] == 3
+    # a summary with its own 'all' slice (the multi-genre run) gets no extra mean
+    multi = summary.assign(genre=["all", "all", "X", "X"])
+    rows = score_table(multi, "synthetic", task=MULTI_GENRE_TASK, add_mean=True)
+    assert (rows["slice"] == "all").sum() == 2  # one per method, not an extra mean
+    assert (rows["task"] == MULTI_GENRE_TASK).all()
+    assert len(score_table(summary.iloc[:0], "synthetic")) == 0
+
+
 def test_cold_start_is_skipped_without_genres(good_run) -> None:
     assert read_table(good_run.home, "SELECT count(*) AS n FROM cold_start_scores")["n"][0] == 0
 
@@ -110,8 +142,8 @@ def test_cold_start_on_movielens(tmp_path: Path) -> None:
             str(tmp_path), source=source,
             cold_start_settings=ColdStartSettings(genres=["Action", "Comedy"], ks=[2, 3]),
         )
-        result = dg.materialize([raw_tables, cold_start_evaluation], resources=resources,
-                                raise_on_error=False)
+        result = dg.materialize([raw_tables, cold_start_evaluation, model_comparison],
+                                resources=resources, raise_on_error=False)
     assert result.success, failure_messages(result)
     scores = read_table(tmp_path, "SELECT * FROM cold_start_scores")
     cold = scores[scores["task"] == "cold_start"]
@@ -125,3 +157,18 @@ def test_cold_start_on_movielens(tmp_path: Path) -> None:
     assert cold["n_segments"].notna().all()
     segments = read_table(tmp_path, "SELECT * FROM cold_start_segments")
     assert set(segments["genre"]) == {"Action", "Comedy"}
+
+    # MLflow shows what DuckDB holds: one comparison run per method, keyed by task and slice
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("model_comparison")
+    runs = {run.data.tags["method"]: run for run in client.search_runs([experiment.experiment_id])
+            if run.info.run_name != "summary"}
+    assert set(runs) == set(scores["method"])
+    for row in scores.itertuples():
+        metrics = runs[row.method].data.metrics
+        assert metrics[f"{row.task}.{row.slice}.{row.metric}"] == pytest.approx(row.value)
+    # and every (genre, method) with a K has its sweep in the cold_start experiment
+    sweep = read_table(tmp_path, "SELECT DISTINCT genre, method FROM cold_start_k_sweep")
+    experiment = client.get_experiment_by_name("cold_start")
+    names = {run.info.run_name for run in client.search_runs([experiment.experiment_id])}
+    assert names == {f"{g}/{m}" for g, m in zip(sweep["genre"], sweep["method"], strict=True)}
