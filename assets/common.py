@@ -65,6 +65,28 @@ def load_split_graphs(store: DuckDBStore, fit_splits: tuple[str, ...] = ("train"
     return SplitGraphs(train, held_out("validation"), held_out("test"), dataset)
 
 
+def chosen_spec(store: DuckDBStore) -> dict:
+    """The segmentation k_selection chose: pooled, normalisation, category_rank (None for
+    the scalar embedding), k, segment_model, strength, min_share."""
+    spec = store.read_table("chosen_segmentation").iloc[0].to_dict()
+    spec["category_rank"] = None if pd.isna(spec["category_rank"]) else int(spec["category_rank"])
+    spec["k"] = int(spec["k"])
+    return spec
+
+
+def embedding_options(spec: dict) -> dict:
+    """The chosen spec as SegmentedModelEmbedding keyword arguments (all but K)."""
+    return {name: spec[name] for name in ("pooled", "normalisation", "category_rank",
+                                          "segment_model", "strength", "min_share")}
+
+
+def usable_item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray | None:
+    """The source's item features, or None when its items carry none (then no
+    feature-based pooled model is tried)."""
+    features = item_features(store, item_ids)
+    return features if features.shape[1] else None
+
+
 def item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray:
     """Numeric item columns (standardised, missing as the mean) and a one-hot category,
     in the order of ``item_ids``."""

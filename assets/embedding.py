@@ -1,4 +1,5 @@
-"""The pooled model, the customer embeddings and the choice of K."""
+"""The choice of the segmentation (pooled model, normalisation, embedding, K), the pooled
+model, and the customer embeddings."""
 
 import dagster as dg
 import mlflow
@@ -7,51 +8,122 @@ import pandas as pd
 
 from segmentation_dagster.core.clustering import kde_modes
 from segmentation_dagster.core.embedding import embed
-from segmentation_dagster.core.k_sweep import K_SELECTION_METRICS, select_embedding_k
-from segmentation_dagster.core.plots import embedding_density
+from segmentation_dagster.core.plots import embedding_density, selection_chart
 from segmentation_dagster.core.pooled import (
     StoredPooledModel,
     edge_log_likelihood,
     make_pooled_model,
 )
+from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
+from segmentation_dagster.core.selection import SCALE, SegmentationSelector
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 from segmentation_dagster.settings import MethodSettings, RandomSeed
 
 from .common import (
+    chosen_spec,
     figure_metadata,
-    item_features,
     load_split_graphs,
     markdown_table,
+    usable_item_features,
 )
 
 K_SELECTION_EXPERIMENT = "k_selection"
 
 
-@dg.asset(deps=["edge_split", "raw_items"], group_name="embedding", kinds={"python", "duckdb"})
-def pooled_model(duckdb: DuckDBStore, method_settings: MethodSettings) -> dg.MaterializeResult:
-    """ONE model fitted to every customer's training edges pooled (step 1 of the method).
+@dg.asset(deps=["edge_split", "raw_items"], group_name="embedding",
+          kinds={"python", "duckdb", "mlflow"})
+def k_selection(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBStore,
+    mlflow_tracker: MLflowTracker,
+    method_settings: MethodSettings,
+    random_seed: RandomSeed,
+    state_folder: StateFolder,
+) -> dg.MaterializeResult:
+    """Choose the pooled model, the normalisation, the embedding (scalar or per category)
+    and K on the VALIDATION edges: every candidate segments the training customers, its
+    per-segment models score the validation edges, and the simplest candidate within one
+    standard error of the best wins (core.selection). Settings pin any choice.
+
+    The table shows every candidate on one stated scale (``scale``) with its standard
+    error and gap to the best; each candidate is an MLflow run, the chosen one tagged."""
+    split = load_split_graphs(duckdb)
+    selector = SegmentationSelector(
+        **method_settings.selector_options(),
+        item_features=usable_item_features(duckdb, split.train.item_ids),
+        random_state=random_seed.value,
+    ).fit(split.train, validation=split.validation)
+    table = selector.table_.assign(k=selector.table_["n_clusters"])
+    duckdb.write_table("k_selection", table)
+    duckdb.write_table("chosen_segmentation", pd.DataFrame([{
+        "pooled": selector.spec_.pooled, "normalisation": selector.spec_.normalisation,
+        "category_rank": selector.spec_.category_rank, "k": selector.spec_.n_segments,
+        "segment_model": method_settings.segment_model, "strength": selector.strength_,
+        "min_share": method_settings.min_segment_share,
+    }]).astype({"category_rank": "Int64"}))
+    figure, path = figure_metadata(selection_chart(table), "k_selection",
+                                   state_folder.folder("figures"))
+    links = log_candidates(mlflow_tracker, context, table, path)
+    chosen = table[table["chosen"]].iloc[0]
+    return dg.MaterializeResult(metadata={
+        "chosen_k": int(chosen["k"]),
+        "chosen": str(chosen["candidate"]),
+        "candidates": len(table),
+        "scale": SCALE,
+        "scores": markdown_table(table[["candidate", "score", "se", "gap_to_best", "eligible",
+                                        "chosen", "note"]], 40),
+        "score_by_candidate": figure,
+        "mlflow_run": dg.MetadataValue.url(links[chosen["candidate"]]),
+        "mlflow_experiment": dg.MetadataValue.url(
+            mlflow_tracker.experiment_link(K_SELECTION_EXPERIMENT)),
+    })
+
+
+def log_candidates(mlflow_tracker: MLflowTracker, context: dg.AssetExecutionContext,
+                   table: pd.DataFrame, figure_path) -> dict[str, str]:
+    """One MLflow run per candidate (the figure beside the chosen one's numbers)."""
+    links = {}
+    for row in table.itertuples(index=False):
+        tags = {"chosen": str(bool(row.chosen)), "eligible": str(bool(row.eligible))}
+        with mlflow_tracker.run(K_SELECTION_EXPERIMENT, row.candidate, context, tags) as run:
+            mlflow.log_params({"pooled": row.pooled, "normalisation": row.normalisation,
+                               "embedding": row.embedding, "k": row.k,
+                               "segments_kept": row.n_segments})
+            metrics = {"validation_log_likelihood": row.score, "standard_error": row.se,
+                       "gap_to_best": row.gap_to_best, "strength": row.strength,
+                       "smallest_segment_share": row.smallest_segment_share}
+            mlflow.log_metrics({m: float(v) for m, v in metrics.items() if np.isfinite(v)})
+            if row.chosen:
+                mlflow.log_artifact(str(figure_path))
+            links[row.candidate] = mlflow_tracker.run_link(run)
+    return links
+
+
+@dg.asset(deps=[k_selection], group_name="embedding", kinds={"python", "duckdb"})
+def pooled_model(duckdb: DuckDBStore) -> dg.MaterializeResult:
+    """ONE model of the chosen class fitted to every customer's training edges pooled
+    (step 1 of the method).
 
     Stored as each item's like-probability in ``pooled_model_items`` and a one-row
     ``pooled_model_summary``, so embeddings and new customers use it without a refit.
     """
     split = load_split_graphs(duckdb)
+    spec = chosen_spec(duckdb)
     kwargs = {}
-    if "features" in method_settings.pooled:
-        kwargs["item_features"] = item_features(duckdb, split.train.item_ids)
-    model = make_pooled_model(method_settings.pooled, **kwargs).fit(split.train)
+    if "features" in spec["pooled"]:
+        kwargs["item_features"] = usable_item_features(duckdb, split.train.item_ids)
+    model = make_pooled_model(spec["pooled"], **kwargs).fit(split.train)
     item_proba = model.predict_proba(np.arange(split.train.n_items))
     items = pd.DataFrame({"item_id": split.train.item_ids, "p_like": item_proba})
     duckdb.write_table("pooled_model_items", items)
-    duckdb.write_table(
-        "pooled_model_summary",
-        pd.DataFrame({"pooled": [method_settings.pooled], "alpha_pool": [model.alpha_pool_]}),
-    )
+    duckdb.write_table("pooled_model_summary", pd.DataFrame(
+        {"pooled": [spec["pooled"]], "alpha_pool": [model.alpha_pool_]}))
     rows, cols, labels = split.validation
     validation_ll = float(edge_log_likelihood(model.predict_proba(cols), labels).mean())
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(items),
-            "pooled_model": method_settings.pooled,
+            "pooled_model": spec["pooled"],
             "alpha_pool": float(model.alpha_pool_),
             "validation_mean_log_likelihood": validation_ll,
             "train_edges": split.train.n_edges,
@@ -67,69 +139,42 @@ def load_pooled(duckdb: DuckDBStore, item_ids: np.ndarray) -> StoredPooledModel:
 
 @dg.asset(deps=[pooled_model], group_name="embedding", kinds={"python", "duckdb"})
 def customer_embeddings(
-    duckdb: DuckDBStore, method_settings: MethodSettings, state_folder: StateFolder
+    duckdb: DuckDBStore, random_seed: RandomSeed, state_folder: StateFolder
 ) -> dg.MaterializeResult:
-    """Each customer's normalised negative log-likelihood under the pooled model (step 2)."""
+    """Each customer's normalised negative log-likelihood under the pooled model (step 2):
+    one number (scalar), or per category completed to a low rank (vector, Alg. 4), whose
+    first principal coordinate is ``embedding`` and whole vector ``embedding_vector``."""
     split = load_split_graphs(duckdb)
-    pooled = load_pooled(duckdb, split.train.item_ids)
-    values = embed(split.train, pooled, method_settings.normalisation)
-    frame = pd.DataFrame(
-        {
-            "customer_id": split.train.customer_ids,
-            "embedding": values,
-            "degree": split.train.customer_degrees(),
-            "likes": split.train.customer_likes(),
-        }
-    )
+    spec = chosen_spec(duckdb)
+    if spec["category_rank"] is None:
+        values = embed(split.train, load_pooled(duckdb, split.train.item_ids),
+                       spec["normalisation"])
+        vectors = None
+    else:
+        vectors = ModelEmbeddingSegmenter(
+            pooled=spec["pooled"], normalisation=spec["normalisation"],
+            category_rank=spec["category_rank"], random_state=random_seed.value,
+        ).embed(split.train)
+        values = vectors[:, 0]
+    frame = pd.DataFrame({
+        "customer_id": split.train.customer_ids,
+        "embedding": values,
+        "degree": split.train.customer_degrees(),
+        "likes": split.train.customer_likes(),
+    })
+    if vectors is not None:
+        frame["embedding_vector"] = list(vectors)
     duckdb.write_table("customer_embeddings", frame)
-    modes = kde_modes(values)[0]
     plot, _ = figure_metadata(embedding_density(values, title="Embedding density"), "embeddings",
                               state_folder.folder("figures"))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
-            "normalisation": method_settings.normalisation,
-            "kde_modes": len(modes),
-            "mean": float(values.mean()),
+            "normalisation": spec["normalisation"],
+            "embedding": "scalar" if vectors is None else f"vector (rank {vectors.shape[1]})",
+            "kde_modes": len(kde_modes(values)[0]),
+            "mean": float(np.nanmean(values)),
             "nan_embeddings": int(np.isnan(values).sum()),
             "density": plot,
-        }
-    )
-
-
-@dg.asset(deps=[customer_embeddings], group_name="embedding", kinds={"python", "mlflow"})
-def k_selection(
-    context: dg.AssetExecutionContext,
-    duckdb: DuckDBStore,
-    mlflow_tracker: MLflowTracker,
-    method_settings: MethodSettings,
-    random_seed: RandomSeed,
-) -> dg.MaterializeResult:
-    """Choose K: candidates from the KDE modes of the embedding (Figure 1), then the
-    smallest K within one standard error of the best validation log-likelihood
-    (``core.k_sweep.select_embedding_k``). One MLflow run per K; the chosen K is tagged."""
-    split = load_split_graphs(duckdb)
-    values = duckdb.read_table("customer_embeddings").set_index("customer_id")
-    embedding = values["embedding"].reindex(split.train.customer_ids).to_numpy()
-    selection = select_embedding_k(split.train, embedding, split.validation,
-                                   method_settings.k_min, method_settings.k_max,
-                                   random_state=random_seed.value)
-    table, links = selection.table, {}
-    for row in table.itertuples(index=False):
-        tags = {"chosen": str(row.chosen)}
-        with mlflow_tracker.run(K_SELECTION_EXPERIMENT, f"K={row.k}", context, tags) as run:
-            mlflow.log_params({"k": row.k, "segment_sizes": row.segment_sizes})
-            mlflow.log_metrics({m: getattr(row, m) for m in K_SELECTION_METRICS})
-            links[row.k] = mlflow_tracker.run_link(run)
-    duckdb.write_table("k_selection", table)
-    return dg.MaterializeResult(
-        metadata={
-            "chosen_k": selection.chosen,
-            "candidates": str(selection.candidates),
-            "scores": markdown_table(table),
-            "mlflow_run": dg.MetadataValue.url(links[selection.chosen]),
-            "mlflow_experiment": dg.MetadataValue.url(
-                mlflow_tracker.experiment_link(K_SELECTION_EXPERIMENT)
-            ),
         }
     )

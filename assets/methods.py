@@ -17,7 +17,15 @@ from segmentation_dagster.resources import DuckDBStore
 from segmentation_dagster.scores import held_out_rows, record_scores, recovery_rows
 from segmentation_dagster.settings import MethodSettings, RandomSeed
 
-from .common import Stopwatch, chosen_k, item_features, load_split_graphs, markdown_table
+from .common import (
+    Stopwatch,
+    chosen_k,
+    chosen_spec,
+    embedding_options,
+    load_split_graphs,
+    markdown_table,
+    usable_item_features,
+)
 
 
 def demographic_attributes(duckdb: DuckDBStore) -> pd.DataFrame | None:
@@ -38,14 +46,14 @@ def demographic_attributes(duckdb: DuckDBStore) -> pd.DataFrame | None:
 
 def method_context(duckdb: DuckDBStore, settings: MethodSettings, item_ids: np.ndarray,
                    n_customers: int) -> MethodContext:
-    """What the registry's factories need from this pipeline's tables and settings."""
-    features = item_features(duckdb, item_ids) if "features" in settings.pooled else None
+    """What the registry's factories need from this pipeline's tables and settings; the
+    model embedding is pinned to k_selection's choice."""
     return MethodContext(
-        item_features=features,
+        item_features=usable_item_features(duckdb, item_ids),
         customer_attributes=demographic_attributes(duckdb),
         n_customers=n_customers,
         max_customers_for_pairwise=settings.max_customers_for_pairwise,
-        embedding={"pooled": settings.pooled, "normalisation": settings.normalisation},
+        embedding=embedding_options(chosen_spec(duckdb)),
     )
 
 

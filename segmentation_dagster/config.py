@@ -18,6 +18,12 @@ from .settings import (
     UniconModelSettings,
 )
 
+# The paper's setting (global alpha-embedding, entropy normalisation, one like-rate per
+# segment, K among the density's modes): the synthetic source reproduces its studies
+PAPER_SETTINGS = {"pooled": "global", "normalisation": "entropy", "embedding": "scalar",
+                  "segment_model": "pooled", "segment_strength": 1.0, "k_candidates": "kde",
+                  "min_segment_share": 0.0}
+
 
 def build_resources(home: str | None = None, **overrides) -> dict:
     """The resources, from SEGMENTATION_* variables; ``home`` overrides the state folder
@@ -26,7 +32,8 @@ def build_resources(home: str | None = None, **overrides) -> dict:
     Every path is derived here, once, from the state folder and passed to the resources
     explicitly; the process environment is only read, never written, so resources built
     for different folders can live side by side. A ``source`` override keeps its own
-    ``cache_dir`` (empty: downloads/ in SEGMENTATION_HOME).
+    ``cache_dir`` (empty: downloads/ in SEGMENTATION_HOME). On the synthetic source the
+    method settings default to the paper's (PAPER_SETTINGS) unless given.
     """
     state = Path(home).resolve() if home is not None else settings.state_home()
     resources = {
@@ -49,4 +56,6 @@ def build_resources(home: str | None = None, **overrides) -> dict:
         "lookalike_settings": LookalikeSettings(),
     }
     resources.update(overrides)
+    if resources["source"].kind == "synthetic" and "method_settings" not in overrides:
+        resources["method_settings"] = MethodSettings(**PAPER_SETTINGS)
     return resources

@@ -92,15 +92,54 @@ class RandomSeed(dg.ConfigurableResource):
 
 
 class MethodSettings(dg.ConfigurableResource):
-    """Choices of the segmentation method, shared by the assets that use them."""
+    """Choices of the segmentation method, shared by the assets that use them.
 
-    pooled: str = "global"
-    normalisation: str = "entropy"
+    ``auto`` lets ``k_selection`` choose on the validation edges (never the test edges),
+    by the one-standard-error rule toward the simpler choice; any other value pins it:
+
+    - ``pooled``: auto, global, item, category:global, category:item, features;
+    - ``normalisation``: auto, entropy (Alg. 3), degree (Alg. 2);
+    - ``embedding``: auto, scalar, vector (Alg. 4, per-category scores completed to
+      ``category_rank``);
+    - ``segment_model``: item (per-segment item rates shrunk toward the pooled item
+      model), or pooled (the pooled model's own class: one rate per segment for global);
+    - ``segment_strength``: the segment models' shrinkage; 0 chooses it on validation;
+    - ``k``: 0 chooses K in [k_min, k_max]; ``k_candidates``: all, or kde (only the Ks
+      next to the number of modes of the embedding's density, the paper's rule);
+    - ``min_segment_share``: smaller segments are artefacts, folded into the nearest one.
+
+    The synthetic source pins the paper's setting (config.PAPER_SETTINGS).
+    """
+
+    pooled: str = "auto"
+    normalisation: str = "auto"
+    embedding: str = "auto"
+    category_rank: int = 2
+    segment_model: str = "item"
+    segment_strength: float = 0.0
+    k: int = 0
     k_min: int = 2
     k_max: int = 6
+    k_candidates: str = "all"
+    min_segment_share: float = 0.02
     test_percent: int = 20
     validation_percent: int = 10
     max_customers_for_pairwise: int = 20000
+
+    def selector_options(self) -> dict:
+        """SegmentationSelector's choices as these settings pin them."""
+        return {
+            "pooled": None if self.pooled == "auto" else [self.pooled],
+            "normalisations": (("entropy", "degree") if self.normalisation == "auto"
+                               else (self.normalisation,)),
+            "category_ranks": {"auto": (None, self.category_rank), "scalar": (None,),
+                               "vector": (self.category_rank,)}[self.embedding],
+            "ks": (self.k,) if self.k else tuple(range(self.k_min, self.k_max + 1)),
+            "k_candidates": "all" if self.k else self.k_candidates,
+            "min_share": self.min_segment_share,
+            "segment_model": self.segment_model,
+            "strength_grid": (self.segment_strength,) if self.segment_strength else None,
+        }
 
 
 class ColdStartSettings(dg.ConfigurableResource):

@@ -53,3 +53,27 @@ def bar_chart(labels: list[str], values: list[float], title: str, ylabel: str) -
     axis.tick_params(axis="x", rotation=30)
     figure.tight_layout()
     return figure
+
+
+def selection_chart(table, title: str = "Choice of the segmentation") -> Figure:
+    """Every candidate's validation score with one standard error (of its paired
+    difference with the best) as an error bar, the chosen one marked: the picture behind
+    the one-standard-error rule. ``table`` is a selection table with columns candidate,
+    score, se, chosen, eligible (e.g. ``SegmentationSelector.table_``)."""
+    scored = table[np.isfinite(table["score"].to_numpy(dtype=float))].reset_index(drop=True)
+    figure = Figure(figsize=(8, 0.9 + 0.28 * max(len(scored), 3)))
+    axis = figure.subplots()
+    y = np.arange(len(scored))[::-1]
+    colours = ["tab:red" if chosen else ("tab:blue" if eligible else "tab:gray")
+               for chosen, eligible in zip(scored["chosen"], scored["eligible"], strict=True)]
+    axis.errorbar(scored["score"], y, xerr=scored["se"].fillna(0), fmt="none",
+                  ecolor="lightgray", capsize=3)
+    axis.scatter(scored["score"], y, c=colours, zorder=3)
+    best = scored["score"].max()
+    axis.axvline(best, color="black", lw=0.8, ls=":")
+    axis.set_yticks(y, scored["candidate"], fontsize=7)
+    axis.set_xlabel("validation log-likelihood per customer (higher is better); "
+                    "red: chosen, gray: not eligible")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure

@@ -29,8 +29,10 @@ from .baselines import (
     SpectralCosine,
 )
 from .category_segmenters import ContextEmbeddingSegmenter, SegmentCategoryRates
+from .item_baselines import CustomerItemLogit, ItemPopularity, LatentClassItems
 from .nmf import NMFSegmenter
 from .segmenters import ModelEmbeddingSegmenter
+from .selection import SegmentedModelEmbedding
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,12 @@ def method_names(include: Iterable[str] | None = None) -> list[str]:
 
 
 def _model_embedding(k: int | None, seed: int, context: MethodContext):
+    # end to end: pooled model, embedding, clustering and the per-segment models that
+    # predict; ``context.embedding`` pins the choices (k_selection's chosen spec)
     options = dict(context.embedding)
     if context.item_features is not None and "features" in options.get("pooled", "global"):
-        options["pooled_kwargs"] = {"item_features": context.item_features}
-    return ModelEmbeddingSegmenter(k, random_state=seed, **options)
+        options["item_features"] = context.item_features
+    return SegmentedModelEmbedding(k, random_state=seed, **options)
 
 
 def _demographic(k: int | None, seed: int, context: MethodContext):
@@ -169,6 +173,24 @@ for _spec in (
     MethodSpec(
         "nmf", "NMF customer segments (which items a customer touches), with the chosen K.",
         lambda k, seed, context: NMFSegmenter(k, random_state=seed),
+    ),
+    MethodSpec(
+        "item_popularity",
+        "The pooled item model, no segments: each item's like-rate for everyone (the "
+        "population model at the item level).",
+        lambda k, seed, context: ItemPopularity(), uses_k=False,
+    ),
+    MethodSpec(
+        "latent_class_items",
+        "Item-level latent class: EM over the edges with per-class item like-rates "
+        "(Beta-smoothed), 10 restarts, with the chosen K.",
+        lambda k, seed, context: LatentClassItems(k, random_state=seed),
+    ),
+    MethodSpec(
+        "customer_item_logit",
+        "A personalised customer + item logit: a ceiling for comparison, not a "
+        "segmentation (one 'segment').",
+        lambda k, seed, context: CustomerItemLogit(), uses_k=False,
     ),
 ):
     register(_spec)

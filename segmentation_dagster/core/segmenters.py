@@ -98,11 +98,16 @@ class ModelEmbeddingSegmenter(HardSegmenter):
         self.pooled_kwargs = pooled_kwargs
 
     def fit(self, graph: PreferenceGraph) -> ModelEmbeddingSegmenter:
+        return self.fit_embedding(graph, self.embed(graph))
+
+    def embed(self, graph: PreferenceGraph) -> np.ndarray:
+        """Steps 1 and 2 alone: fit the pooled model and return the customers' embedding
+        (1-D, or (m, rank) for the per-category vector embedding)."""
         self.pooled_model_ = make_pooled_model(self.pooled, **(self.pooled_kwargs or {}))
         self.pooled_model_.fit(graph)
         self.item_ids_ = graph.item_ids
         self.embedding_ = self._embed(graph, fit=True)
-        return self.fit_embedding(graph, self.embedding_)
+        return self.embedding_
 
     def fit_embedding(
         self, graph: PreferenceGraph, embedding: np.ndarray

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .clustering import SegmentClusterer, as_2d, renumber_by
 from .graph import PreferenceGraph
+from .k_sweep import embedding_candidate_ks
 from .pooled import edge_log_likelihood
 from .segment_models import (
     SegmentItemModel,
@@ -131,6 +132,9 @@ class SegmentationSelector(BaseEstimator):
     strength_grid : shrinkage strengths for the segment models (None: their default)
     validation_fraction : share of each customer's edges held out when ``fit`` gets no
         validation edges; the chosen spec is then refitted on the whole graph
+    k_candidates : 'all' tries every K of ``ks`` for every embedding; 'kde' only the Ks
+        next to the number of KDE modes of the embedding (the paper's Figure 1 rule; the
+        first coordinate of a vector embedding)
 
     Fitted attributes: ``table_`` (every candidate: score, se, gap_to_best, eligible,
     chosen, scale), ``spec_`` (the chosen :class:`CandidateSpec`), ``strength_``,
@@ -153,6 +157,7 @@ class SegmentationSelector(BaseEstimator):
         cluster_method: str = "kmeans",
         item_features: np.ndarray | None = None,
         validation_fraction: float = 0.1,
+        k_candidates: str = "all",
         random_state: int = 0,
     ):
         self.pooled = pooled
@@ -166,9 +171,18 @@ class SegmentationSelector(BaseEstimator):
         self.cluster_method = cluster_method
         self.item_features = item_features
         self.validation_fraction = validation_fraction
+        self.k_candidates = k_candidates
         self.random_state = random_state
 
     # ---------------------------------------------------------------- candidates
+    def _ks_for(self, embedding: np.ndarray, ks: list[int]) -> list[int]:
+        """The Ks (> 1) to try for one embedding."""
+        wanted = [k for k in ks if k > 1]
+        if self.k_candidates == "all" or not wanted:
+            return wanted
+        first = as_2d(embedding)[:, 0]
+        return embedding_candidate_ks(first, min(wanted), max(wanted))
+
     def _pooled_options(self, graph: PreferenceGraph) -> list[str]:
         if self.pooled is not None:
             options = list(self.pooled)
@@ -206,6 +220,8 @@ class SegmentationSelector(BaseEstimator):
                              f"got {self.segment_model!r}")
         if not list(self.normalisations):
             raise ValueError("normalisations must hold at least one option")
+        if self.k_candidates not in ("all", "kde"):
+            raise ValueError(f"k_candidates must be 'all' or 'kde', got {self.k_candidates!r}")
 
     def _new_segment_model(self, pooled: str):
         params = {} if self.strength_grid is None else {"strength_grid": self.strength_grid}
@@ -292,9 +308,7 @@ class SegmentationSelector(BaseEstimator):
                             score(CandidateSpec(pooled, normalisation, rank, k), None, None,
                                   f"embedding failed: {error}")
                         continue
-                    for k in ks:
-                        if k == 1:
-                            continue
+                    for k in self._ks_for(embedding, ks):
                         spec = CandidateSpec(pooled, normalisation, rank, k)
                         try:
                             clusters = SegmentClusterer(

@@ -33,7 +33,7 @@ EXPECTED_ASSETS = {
     "raw_interactions", "raw_items", "raw_customers", "ground_truth_segments",
     "preference_edges", "edge_split",
     "pooled_model", "customer_embeddings", "k_selection",
-    "customer_segments",
+    "customer_segments", "segment_profiles",
     *(f"method_{name}" for name in METHODS),
     "segment_classifiers",
     "model_comparison",

@@ -131,10 +131,17 @@ def test_k_selection_table_and_mlflow_runs(good_run) -> None:
     table = read_table(good_run.home, "SELECT * FROM k_selection ORDER BY k")
     assert table["chosen"].sum() == 1
     assert table["k"].between(2, 6).all()
+    # the synthetic source runs the paper's setting: global alpha-embedding, entropy,
+    # scalar, K among the density's modes, all on one stated scale
+    assert set(table["pooled"]) == {"global"} and set(table["embedding"]) == {"scalar"}
+    assert table["scale"].nunique() == 1 and "per customer" in table["scale"].iloc[0]
+    chosen_row = table[table["chosen"]].iloc[0]
+    assert chosen_row["gap_to_best"] <= chosen_row["se"]
+    assert (table["gap_to_best"] >= -1e-12).all()
     runs = experiment_runs(good_run.home, "k_selection")
-    assert sorted(run.info.run_name for run in runs) == sorted(f"K={k}" for k in table["k"])
+    assert sorted(run.info.run_name for run in runs) == sorted(table["candidate"])
     chosen = [run for run in runs if run.data.tags.get("chosen") == "True"]
-    assert [run.info.run_name for run in chosen] == [f"K={chosen_k(good_run.home)}"]
+    assert [run.info.run_name for run in chosen] == [chosen_row["candidate"]]
     assert {run.data.tags.get("chosen") for run in runs} <= {"True", "False"}
     for run in runs:
         assert run.data.tags["dagster.run_id"] == good_run.result.run_id

@@ -70,6 +70,10 @@ def ui_state(tmp_path_factory: pytest.TempPathFactory) -> UIState:
     dagster_home = home / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # Dagster's first-visit "Join the community" dialog covers every page; a person
+    # dismisses it once, and Dagster remembers that here (dagster._core.nux).
+    (dagster_home / ".nux").mkdir()
+    (dagster_home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     with pytest.MonkeyPatch.context() as patch:
         isolate_environment(patch, home)
         patch.setenv("DAGSTER_HOME", str(dagster_home))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -214,3 +215,45 @@ def screenshot(page, name: str) -> Path:
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def shows_number(text: str, value: float, min_decimals: int = 2) -> bool:
+    """Whether ``text`` shows ``value`` as a UI would: rounded or cut to the decimals it
+    displays. A number shown with fewer than ``min_decimals`` decimals must equal the
+    value exactly (MLflow shows 0.5 as "0.5"), so that a stray "0" or "1" never passes
+    for a rounded score."""
+    for token in NUMBER.findall(text):
+        mantissa = re.split("[eE]", token)[0]
+        decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        tolerance = 10.0 ** -decimals if decimals >= min_decimals else 0.0
+        if abs(float(token) - value) <= tolerance + 1e-12:
+            return True
+    return False
+
+
+MLFLOW_GRID_ROWS_JS = """
+() => {
+  // ag-grid splits each row between a pinned-left and a centre container; rows are
+  // tied together by their row-index attribute.
+  const rows = {};
+  for (const el of document.querySelectorAll('[role=row][row-index]')) {
+    const i = el.getAttribute('row-index');
+    rows[i] = (rows[i] || '') + ' \\t ' + el.innerText.replace(/\\s+/g, ' ');
+  }
+  return Object.values(rows);
+}
+"""
+
+
+def mlflow_grid_rows(page) -> list[str]:
+    """The text of every row of MLflow's runs table, pinned and scrolled parts joined."""
+    return page.evaluate(MLFLOW_GRID_ROWS_JS)
+
+
+def mlflow_columns_state(metrics: list[str]) -> str:
+    """What MLflow's "Columns" picker stores (per experiment, in localStorage) once a
+    person ticks these metrics: used to open the runs table with them shown."""
+    return json.dumps({"selectedColumns": [f"metrics.`{name}`" for name in metrics]})
