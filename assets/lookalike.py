@@ -21,6 +21,7 @@ from segmentation_dagster.core.sequence.synthetic import (
     DEFAULT_RULE_MIN_COUNT,
 )
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
+from segmentation_dagster.rules import parse_rule
 from segmentation_dagster.scores import score_frame
 from segmentation_dagster.settings import LookalikeSettings, RandomSeed, UniconModelSettings
 
@@ -49,11 +50,20 @@ def business_rule(settings: LookalikeSettings, dataset: str) -> lk.RuleSpec | No
 
 
 def create_rule_view(duckdb: DuckDBStore, rule: lk.RuleSpec) -> int:
-    """The view lookalike_rule_events: every interaction joined with its item and the
-    rule's predicate as ``matches``; returns how many interactions match. A predicate
-    DuckDB cannot run fails here, naming the rule and the columns it may use."""
+    """The table lookalike_rule_events: every interaction joined with its item and the
+    rule's predicate as ``matches``; returns how many interactions match.
+
+    The rule is parsed into one boolean expression over the interaction and item columns
+    (segmentation_dagster.rules) and refused, before anything runs, if it is anything
+    else; its values are passed as query parameters. A predicate DuckDB still cannot
+    evaluate (a type mismatch) fails here, naming the rule and the columns it may use."""
+    columns = duckdb.query(
+        "SELECT DISTINCT column_name FROM information_schema.columns "
+        "WHERE table_name IN ('raw_interactions', 'raw_items')"
+    )["column_name"].tolist()
+    predicate = parse_rule(rule.filter, columns, "the business rule (rule_filter)")
     sql = f"""
-        CREATE OR REPLACE VIEW lookalike_rule_events AS
+        CREATE OR REPLACE TABLE lookalike_rule_events AS
         WITH items AS (
             SELECT * EXCLUDE (item_order)
             FROM (SELECT rowid AS item_order, * FROM raw_items)
@@ -65,23 +75,23 @@ def create_rule_view(duckdb: DuckDBStore, rule: lk.RuleSpec) -> int:
             LEFT JOIN items AS i USING (item_id)
         )
         SELECT customer_id, item_id, event, value, "timestamp", file_order,
-               coalesce(CAST(({rule.filter}) AS BOOLEAN), false) AS matches
+               coalesce(CAST(({predicate.sql}) AS BOOLEAN), false) AS matches
         FROM joined
         WHERE customer_id IS NOT NULL AND item_id IS NOT NULL
     """
     try:
         with duckdb.connect() as con:
-            con.execute(sql)
+            # a state folder from before rules were checked holds it as a view
+            if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = "
+                           "'lookalike_rule_events' AND table_type = 'VIEW'").fetchone()[0]:
+                con.execute("DROP VIEW lookalike_rule_events")
+            con.execute(sql, predicate.parameters)
             return int(con.execute(
                 "SELECT count(*) FROM lookalike_rule_events WHERE matches").fetchone()[0])
     except duckdb_module.Error as error:
-        columns = duckdb.query(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name IN ('raw_interactions', 'raw_items')"
-        )["column_name"].unique().tolist()
         raise ValueError(
-            f"the business rule ({rule.text}) is not a valid SQL predicate over the "
-            f"interactions and their items (columns {columns}): {error}"
+            f"the business rule ({rule.text}) cannot be evaluated over the interactions "
+            f"and their items (columns {sorted(columns)}): {error}"
         ) from error
 
 

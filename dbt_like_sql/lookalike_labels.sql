@@ -1,5 +1,5 @@
 -- The business rule per customer, for every customer with an interaction up to $cutoff.
--- Reads the view lookalike_rule_events (one row per interaction with a boolean `matches`,
+-- Reads the table lookalike_rule_events (one row per interaction with a boolean `matches`,
 -- the rule's SQL predicate; assets/unicon.py creates it from the configured rule).
 --   core              the rule is met by the cutoff: at least $min_count matches before it
 --   joins_core_after  not core at the cutoff, but meets the rule by the end of the data
