@@ -13,6 +13,7 @@ from assets import (
     lookalike,
     methods,
     nmf,
+    publish,
     segments,
     unicon,
 )
@@ -24,7 +25,7 @@ from .config import build_resources
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
         [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start, nmf,
-         unicon, behaviour, lookalike]
+         unicon, behaviour, lookalike, publish]
     ),
     asset_checks=[*input_checks, *output_checks],
     jobs=[segmentation_job],

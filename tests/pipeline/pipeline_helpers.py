@@ -33,7 +33,7 @@ EXPECTED_ASSETS = {
     "raw_interactions", "raw_items", "raw_customers", "ground_truth_segments",
     "preference_edges", "edge_split",
     "pooled_model", "customer_embeddings", "k_selection",
-    "customer_segments", "segment_profiles",
+    "customer_segments", "segment_profiles", "published_segments",
     *(f"method_{name}" for name in METHODS),
     "segment_classifiers",
     "model_comparison",
@@ -81,6 +81,12 @@ def run_segmentation_job(resources: dict, **kwargs) -> dg.ExecuteInProcessResult
 def read_table(home: Path, sql: str) -> pd.DataFrame:
     """Query the state folder's DuckDB file directly, read-only, as a user would."""
     with duckdb.connect(str(home / "segmentation.duckdb"), read_only=True) as con:
+        return con.execute(sql).df()
+
+
+def read_published(home: Path, sql: str) -> pd.DataFrame:
+    """Query what users read: the published release's DuckDB file, read-only."""
+    with duckdb.connect(str(home / "published" / "segmentation.duckdb"), read_only=True) as con:
         return con.execute(sql).df()
 
 

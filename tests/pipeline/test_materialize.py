@@ -24,6 +24,7 @@ from pipeline_helpers import (
     failure_messages,
     isolate_environment,
     materialized_keys,
+    read_published,
     read_table,
     run_segmentation_job,
 )
@@ -121,10 +122,36 @@ def test_one_segment_per_customer_of_the_graph(good_run) -> None:
 
 
 def test_segment_history_holds_the_run(good_run) -> None:
-    history = read_table(good_run.home, "SELECT run_id, count(*) AS n FROM segment_history "
-                                        "GROUP BY run_id")
+    history = read_published(good_run.home, "SELECT run_id, count(*) AS n FROM segment_history "
+                                            "GROUP BY run_id")
     assert list(history["run_id"]) == [good_run.result.run_id]
     assert history["n"].item() == SMALL_SYNTHETIC["synthetic_customers"]
+
+
+def test_the_run_publishes_what_it_built(good_run) -> None:
+    """Users read the published release: the same segments, models, comparison and
+    profiles as the run's working tables, and exports with a stable schema."""
+    for table in ("customer_segments", "segment_models", "segment_sizes", "model_comparison",
+                  "segment_profiles", "k_selection"):
+        order = "ORDER BY ALL"
+        pd.testing.assert_frame_equal(
+            read_published(good_run.home, f"SELECT * FROM {table} {order}"),
+            read_table(good_run.home, f"SELECT * FROM {table} {order}"), check_dtype=False)
+    log = read_published(good_run.home, "SELECT * FROM publish_log")
+    assert log["run_id"].tolist() == [good_run.result.run_id]
+    exports = good_run.home / "published" / "exports"
+    parquet = pd.read_parquet(exports / "customer_segments.parquet")
+    csv = pd.read_csv(exports / "customer_segments.csv", dtype={"customer_id": str})
+    assert list(parquet.columns) == list(csv.columns) == [
+        "customer_id", "segment", "segment_name", "run_id", "fitted_at"]
+    segments = read_table(good_run.home, "SELECT customer_id, segment FROM customer_segments "
+                                         "ORDER BY customer_id")
+    assert parquet[["customer_id", "segment"]].astype({"customer_id": object}).equals(
+        segments.astype({"customer_id": object}))
+    assert (parquet["run_id"] == good_run.result.run_id).all()
+    assert csv["customer_id"].tolist() == parquet["customer_id"].tolist()
+    assert (exports / "segment_profiles.parquet").exists()
+    assert (good_run.home / "published").is_symlink()
 
 
 def test_k_selection_table_and_mlflow_runs(good_run) -> None:
@@ -282,7 +309,7 @@ def rerun(good_run, tmp_path_factory):
     store of the copy are inspected.
     """
     home = tmp_path_factory.mktemp("rerun") / "state"
-    shutil.copytree(good_run.home, home)
+    shutil.copytree(good_run.home, home, symlinks=True)
     with pytest.MonkeyPatch.context() as patch:
         isolate_environment(patch, home)
         resources = build_resources(str(home), source=DataSource(**SMALL_SYNTHETIC))
@@ -293,8 +320,9 @@ def rerun(good_run, tmp_path_factory):
 
 def test_rerun_appends_history_and_keeps_one_row_per_customer(good_run, rerun) -> None:
     home, result = rerun
-    history = read_table(home, "SELECT run_id, count(*) AS n, count(DISTINCT customer_id) AS c "
-                               "FROM segment_history GROUP BY run_id")
+    history = read_published(home, "SELECT run_id, count(*) AS n, "
+                                   "count(DISTINCT customer_id) AS c "
+                                   "FROM segment_history GROUP BY run_id")
     n_customers = SMALL_SYNTHETIC["synthetic_customers"]
     assert set(history["run_id"]) == {good_run.result.run_id, result.run_id}
     assert (history["n"] == n_customers).all() and (history["c"] == n_customers).all()
