@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from segmentation_dagster.core.choice import SegmentedPurchaseModel
 from segmentation_dagster.core.graph import PreferenceGraph
+from segmentation_dagster.core.selection import SegmentedModelEmbedding
 from segmentation_dagster.resources import DuckDBStore
 
 
@@ -78,6 +80,30 @@ def embedding_options(spec: dict) -> dict:
     """The chosen spec as SegmentedModelEmbedding keyword arguments (all but K)."""
     return {name: spec[name] for name in ("pooled", "normalisation", "category_rank",
                                           "segment_model", "strength", "min_share")}
+
+
+def is_purchase_log(store: DuckDBStore) -> bool:
+    """Whether the source is a purchase-only log (label rule ``purchase``: every value the
+    same positive number). Its pooled model is the MNL choice model (core.choice), its
+    methods are scored by ranking held-out purchases."""
+    return source_info(store, "label_rule") == "purchase"
+
+
+def chosen_method(
+    store: DuckDBStore, train: PreferenceGraph, random_state: int
+) -> SegmentedModelEmbedding | SegmentedPurchaseModel:
+    """The segmentation k_selection chose, as an unfitted end-to-end estimator: the
+    purchase-only model for a purchase log, else the model embedding with its item-level
+    segment models."""
+    spec = chosen_spec(store)
+    if is_purchase_log(store):
+        options = {name: spec[name] for name in ("pooled", "normalisation", "category_rank",
+                                                 "strength", "min_share")}
+        return SegmentedPurchaseModel(spec["k"], **options, random_state=random_state)
+    return SegmentedModelEmbedding(
+        spec["k"], **embedding_options(spec), random_state=random_state,
+        item_features=usable_item_features(store, train.item_ids),
+    )
 
 
 def usable_item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray | None:

@@ -6,6 +6,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from segmentation_dagster.core.choice import (
+    PURCHASE_POOLED,
+    TINY,
+    MNLPooledModel,
+    PurchaseSelector,
+    purchase_embedding,
+)
 from segmentation_dagster.core.clustering import kde_modes
 from segmentation_dagster.core.embedding import embed
 from segmentation_dagster.core.plots import embedding_density, selection_chart
@@ -15,13 +22,14 @@ from segmentation_dagster.core.pooled import (
     make_pooled_model,
 )
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
-from segmentation_dagster.core.selection import SCALE, SegmentationSelector
+from segmentation_dagster.core.selection import SegmentationSelector
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 from segmentation_dagster.settings import MethodSettings, RandomSeed
 
 from .common import (
     chosen_spec,
     figure_metadata,
+    is_purchase_log,
     load_split_graphs,
     markdown_table,
     usable_item_features,
@@ -46,19 +54,33 @@ def k_selection(
     standard error of the best wins (core.selection). Settings pin any choice.
 
     The table shows every candidate on one stated scale (``scale``) with its standard
-    error and gap to the best; each candidate is an MLflow run, the chosen one tagged."""
+    error and gap to the best; each candidate is an MLflow run, the chosen one tagged.
+
+    A purchase-only log (label rule ``purchase``) is chosen the same way among the MNL
+    choice models (core.choice.PurchaseSelector): pooled ``mnl`` or per category
+    ``mnl:category`` (a pinned ``pooled`` setting naming a category model pins the
+    latter, any other the former), scored by the validation log-likelihood of the
+    held-out purchases; the segment model is then ``choice``."""
     split = load_split_graphs(duckdb)
-    selector = SegmentationSelector(
-        **method_settings.selector_options(),
-        item_features=usable_item_features(duckdb, split.train.item_ids),
-        random_state=random_seed.value,
-    ).fit(split.train, validation=split.validation)
+    options = method_settings.selector_options()
+    if is_purchase_log(duckdb):
+        selector = PurchaseSelector(
+            **purchase_selector_options(options), random_state=random_seed.value
+        ).fit(split.train, validation=split.validation)
+        segment_model = "choice"
+    else:
+        selector = SegmentationSelector(
+            **options,
+            item_features=usable_item_features(duckdb, split.train.item_ids),
+            random_state=random_seed.value,
+        ).fit(split.train, validation=split.validation)
+        segment_model = method_settings.segment_model
     table = selector.table_.assign(k=selector.table_["n_clusters"])
     duckdb.write_table("k_selection", table)
     duckdb.write_table("chosen_segmentation", pd.DataFrame([{
         "pooled": selector.spec_.pooled, "normalisation": selector.spec_.normalisation,
         "category_rank": selector.spec_.category_rank, "k": selector.spec_.n_segments,
-        "segment_model": method_settings.segment_model, "strength": selector.strength_,
+        "segment_model": segment_model, "strength": selector.strength_,
         "min_share": method_settings.min_segment_share,
     }]).astype({"category_rank": "Int64"}))
     figure, path = figure_metadata(selection_chart(table), "k_selection",
@@ -69,7 +91,7 @@ def k_selection(
         "chosen_k": int(chosen["k"]),
         "chosen": str(chosen["candidate"]),
         "candidates": len(table),
-        "scale": SCALE,
+        "scale": str(table["scale"].iloc[0]),
         "scores": markdown_table(table[["candidate", "score", "se", "gap_to_best", "eligible",
                                         "chosen", "note"]], 40),
         "score_by_candidate": figure,
@@ -77,6 +99,19 @@ def k_selection(
         "mlflow_experiment": dg.MetadataValue.url(
             mlflow_tracker.experiment_link(K_SELECTION_EXPERIMENT)),
     })
+
+
+def purchase_selector_options(options: dict) -> dict:
+    """MethodSettings.selector_options() for PurchaseSelector: a pinned pooled model
+    maps to its choice-model counterpart (per category or not); the item-level segment
+    model setting has no purchase counterpart (the segment model is the choice model)."""
+    pooled = options["pooled"]
+    if pooled is not None:
+        pooled = [p if p in PURCHASE_POOLED else
+                  ("mnl:category" if p.startswith("category") else "mnl") for p in pooled]
+    kept = ("normalisations", "category_ranks", "ks", "k_candidates", "min_share",
+            "strength_grid")
+    return {"pooled": pooled, **{name: options[name] for name in kept}}
 
 
 def log_candidates(mlflow_tracker: MLflowTracker, context: dg.AssetExecutionContext,
@@ -106,25 +141,37 @@ def pooled_model(duckdb: DuckDBStore) -> dg.MaterializeResult:
 
     Stored as each item's like-probability in ``pooled_model_items`` and a one-row
     ``pooled_model_summary``, so embeddings and new customers use it without a refit.
+
+    Purchase-only logs: the pooled model is the MNL choice model (``mnl``, or
+    ``mnl:category``: P(category) P(item | category)), and the column ``p_like`` holds
+    each item's CHOICE probability pi_j (summing to 1 over the items), not a
+    like-probability; ``alpha_pool`` is 1 (every edge is a purchase) and the validation
+    log-likelihood is the mean log pi_j of the validation purchases.
     """
     split = load_split_graphs(duckdb)
     spec = chosen_spec(duckdb)
-    kwargs = {}
-    if "features" in spec["pooled"]:
-        kwargs["item_features"] = usable_item_features(duckdb, split.train.item_ids)
-    model = make_pooled_model(spec["pooled"], **kwargs).fit(split.train)
-    item_proba = model.predict_proba(np.arange(split.train.n_items))
+    rows, cols, labels = split.validation
+    if is_purchase_log(duckdb):
+        choice = MNLPooledModel(by_category=spec["pooled"] == "mnl:category").fit(split.train)
+        item_proba, alpha_pool = choice.item_proba_, 1.0
+        validation_ll = float(np.log(np.maximum(choice.item_proba_[cols], TINY)).mean())
+    else:
+        kwargs = {}
+        if "features" in spec["pooled"]:
+            kwargs["item_features"] = usable_item_features(duckdb, split.train.item_ids)
+        model = make_pooled_model(spec["pooled"], **kwargs).fit(split.train)
+        item_proba = model.predict_proba(np.arange(split.train.n_items))
+        alpha_pool = float(model.alpha_pool_)
+        validation_ll = float(edge_log_likelihood(model.predict_proba(cols), labels).mean())
     items = pd.DataFrame({"item_id": split.train.item_ids, "p_like": item_proba})
     duckdb.write_table("pooled_model_items", items)
     duckdb.write_table("pooled_model_summary", pd.DataFrame(
-        {"pooled": [spec["pooled"]], "alpha_pool": [model.alpha_pool_]}))
-    rows, cols, labels = split.validation
-    validation_ll = float(edge_log_likelihood(model.predict_proba(cols), labels).mean())
+        {"pooled": [spec["pooled"]], "alpha_pool": [alpha_pool]}))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(items),
             "pooled_model": spec["pooled"],
-            "alpha_pool": float(model.alpha_pool_),
+            "alpha_pool": alpha_pool,
             "validation_mean_log_likelihood": validation_ll,
             "train_edges": split.train.n_edges,
         }
@@ -143,10 +190,18 @@ def customer_embeddings(
 ) -> dg.MaterializeResult:
     """Each customer's normalised negative log-likelihood under the pooled model (step 2):
     one number (scalar), or per category completed to a low rank (vector, Alg. 4), whose
-    first principal coordinate is ``embedding`` and whole vector ``embedding_vector``."""
+    first principal coordinate is ``embedding`` and whole vector ``embedding_vector``.
+    Purchase-only logs: the normalised negative log-likelihood of the items chosen under
+    the MNL choice model (core.choice.purchase_embedding)."""
     split = load_split_graphs(duckdb)
     spec = chosen_spec(duckdb)
-    if spec["category_rank"] is None:
+    if is_purchase_log(duckdb):
+        pooled = MNLPooledModel(by_category=spec["pooled"] == "mnl:category").fit(split.train)
+        embedded = purchase_embedding(split.train, pooled, spec["normalisation"],
+                                      spec["category_rank"], random_seed.value)
+        vectors = None if spec["category_rank"] is None else embedded
+        values = embedded if vectors is None else vectors[:, 0]
+    elif spec["category_rank"] is None:
         values = embed(split.train, load_pooled(duckdb, split.train.item_ids),
                        spec["normalisation"])
         vectors = None

@@ -16,12 +16,11 @@ from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFold
 from segmentation_dagster.settings import RandomSeed
 
 from .common import (
+    chosen_method,
     chosen_spec,
-    embedding_options,
     figure_metadata,
     load_split_graphs,
     markdown_table,
-    usable_item_features,
 )
 from .methods import demographic_attributes
 
@@ -47,15 +46,12 @@ def customer_segments(
     ``segment_item_rates`` (the observed segment x item pairs; any other pair is the
     pooled item rate shifted by the segment's offset).
 
-    The table is replaced and the run appended to ``segment_history`` in one transaction,
-    so a failed run never leaves half a segmentation and past runs stay queryable.
+    These are the run's working tables; ``published_segments`` publishes them (with the
+    history of past runs) once every check has passed.
     """
     split = load_split_graphs(duckdb)
     spec = chosen_spec(duckdb)
-    method = SegmentedModelEmbedding(
-        spec["k"], **embedding_options(spec), random_state=random_seed.value,
-        item_features=usable_item_features(duckdb, split.train.item_ids),
-    ).fit(split.train)
+    method = chosen_method(duckdb, split.train, random_seed.value).fit(split.train)
     embedding = duckdb.read_table("customer_embeddings").set_index("customer_id")[
         "embedding"].reindex(split.train.customer_ids).to_numpy()
     segments = pd.DataFrame({
@@ -77,10 +73,6 @@ def customer_segments(
             con.register("frame_to_write", frame)
             con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM frame_to_write")
             con.unregister("frame_to_write")
-        con.register("new_segments", segments)
-        con.execute("CREATE TABLE IF NOT EXISTS segment_history AS "
-                    "SELECT * FROM new_segments WHERE false")
-        con.execute("INSERT INTO segment_history SELECT * FROM new_segments")
         con.execute("COMMIT")
     duckdb.run_model("segment_sizes")
 

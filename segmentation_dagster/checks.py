@@ -74,10 +74,15 @@ def raw_interactions_expectations(
     """Great Expectations: required columns, non-null ids, values in the configured range
     (if any), known events,
     no repeated (customer, item, timestamp), at least two distinct values, and enough
-    customers and items."""
+    customers and items.
+
+    Under the ``purchase`` label rule (a purchase-only log, ``source_info.label_rule``)
+    one distinct value is the point: instead of two distinct values, every value must be
+    positive (a column of zeros is not a log of purchases)."""
     import great_expectations.expectations as gxe
 
     frame = duckdb.read_table("raw_interactions")
+    purchase_log = _label_rule(duckdb) == "purchase"
     expectations = [gxe.ExpectColumnToExist(column=c)
                     for c in ("customer_id", "item_id", "value", "event", "timestamp")]
     expectations += [
@@ -91,9 +96,16 @@ def raw_interactions_expectations(
         gxe.ExpectColumnUniqueValueCountToBeBetween(
             column="item_id", min_value=input_rules.min_items
         ),
-        # all values identical: every label would be the same and nothing can be segmented
-        gxe.ExpectColumnUniqueValueCountToBeBetween(column="value", min_value=2),
     ]
+    if purchase_log:
+        # every edge is a purchase: the values only need to say so
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(
+            column="value", min_value=0, strict_min=True
+        ))
+    else:
+        # all values identical: every label would be the same and nothing can be segmented
+        expectations.append(gxe.ExpectColumnUniqueValueCountToBeBetween(column="value",
+                                                                         min_value=2))
     if input_rules.min_value is not None or input_rules.max_value is not None:
         expectations.append(gxe.ExpectColumnValuesToBeBetween(
             column="value", min_value=input_rules.min_value, max_value=input_rules.max_value
@@ -103,6 +115,13 @@ def raw_interactions_expectations(
             column_list=["customer_id", "item_id", "timestamp"]
         ))
     return _validate(frame, "raw_interactions", expectations)
+
+
+def _label_rule(duckdb: DuckDBStore) -> str | None:
+    """The label rule the ingest asset wrote to ``source_info`` (None before any)."""
+    if not duckdb.table_exists("source_info"):
+        return None
+    return str(duckdb.query("SELECT label_rule FROM source_info").iloc[0, 0])
 
 
 def _id_expectations(column: str) -> list:

@@ -14,6 +14,12 @@ interactions (at least ``min_id_overlap`` of the interactions' ids, and never no
 Values must be finite and within +-MAX_ABS_VALUE (sums and means of larger values would
 overflow); any scale is accepted, negative included (InputRules can bound it).
 
+Label rules (``label_rule``; the files source detects it, a user may force it): 0/1 values
+are ``positive`` (like = 1); a column whose every value is the same positive number (all
+1: a purchase-only log) is ``purchase`` (core.choice.is_purchase_only: every edge is a
+purchase, the pooled model is the MNL); any other column is ``own_mean`` (like = a value
+at least the customer's mean).
+
 Timestamps: ISO strings or dates, or integer Unix seconds or milliseconds (a column of
 integers whose largest absolute value is at least 1e11 is read as milliseconds).
 """
@@ -29,10 +35,11 @@ import pandas as pd
 # pandas' default missing-value markers (public in its docs, private as a name)
 from pandas._libs.parsers import STR_NA_VALUES
 
+from .core.choice import is_purchase_only
 from .core.sequence.synthetic import make_behaviour_dataset
 
 INTERACTION_COLUMNS = ["customer_id", "item_id", "value", "event", "timestamp"]
-LABEL_RULES = ("own_mean", "positive")
+LABEL_RULES = ("own_mean", "positive", "purchase")
 ID_COLUMNS = ("customer_id", "item_id")
 MAX_ABS_VALUE = 1e12
 # Unix times at or above this are milliseconds: 1e11 seconds is the year 5138, while
@@ -47,7 +54,9 @@ class SourceTables:
     customers: pd.DataFrame
     truth: pd.DataFrame
     dataset: str
-    label_rule: str  # own_mean: like = value >= the customer's mean; positive: value > 0
+    # own_mean: like = value >= the customer's mean; positive: like = value > 0;
+    # purchase: a purchase-only log (every value the same positive number), every row +1
+    label_rule: str
 
 
 def load_source(
@@ -162,6 +171,10 @@ def _files(
         customers = pd.DataFrame({"customer_id": interactions["customer_id"].dropna().unique()})
     binary = set(interactions["value"].dropna().unique()) <= {0, 1}
     label_rule = "positive" if binary else "own_mean"
+    if is_purchase_only(interactions["value"].to_numpy()):
+        # every value the same positive number (all 1, all 5): only WHICH items were
+        # chosen is known; a constant 0 or negative column stays refused by the checks
+        label_rule = "purchase"
     return SourceTables(interactions, items, customers, _no_truth(), "files", label_rule)
 
 

@@ -14,7 +14,11 @@ be the multinomial logit model class") predicts WHICH item a customer chooses:
   p_kj = (c_kj + s pi_j) / (N_k + s), shrunk toward pi with a strength s chosen on
   validation purchases, stored sparsely in (segment, item);
 - evaluation: ranking held-out purchases, items already bought excluded
-  (:func:`recall_at_k`, :func:`ndcg_at_k`), against :class:`GlobalPopularityRecommender`.
+  (:func:`recall_at_k`, :func:`ndcg_at_k`), against :class:`GlobalPopularityRecommender`;
+- the method end to end (:class:`SegmentedPurchaseModel`) and its choice on validation
+  purchases (:class:`PurchaseSelector`: pooled 'mnl' / 'mnl:category', normalisation,
+  scalar / per-category embedding and K by the summed held-out log-likelihood per
+  customer and the one-standard-error rule), as the pipeline runs them.
 
 Everything takes a :class:`PreferenceGraph` whose edges all count as purchases (their
 labels are ignored), or parallel (rows, cols) arrays of purchases. No Python loop runs
@@ -23,15 +27,21 @@ per customer; loops run over segments or over the shrinkage grid only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from .clustering import SegmentClusterer
+from .clustering import SegmentClusterer, as_2d
 from .embedding import complete_low_rank, principal_axes
 from .graph import PreferenceGraph, category_cells, require_edges_per_customer
+from .k_sweep import embedding_candidate_ks
 from .recommend import leave_out_split
+from .segment_models import split_validation_edges
+from .selection import CandidateSpec, fold_small_segments, one_standard_error_choice
 
 # A probability floor so that log pi is finite even with smoothing=0.
 TINY = 1e-300
@@ -337,6 +347,41 @@ def category_choice_embedding(
     return scores
 
 
+def _category_choice_vectors(
+    graph: PreferenceGraph, pooled: MNLPooledModel, normalisation: str, rank: int,
+    random_state: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-category choice embedding completed to ``rank`` in principal coordinates
+    (Algorithm 4), with :func:`category_choice_embedding` as an extra, always observed
+    first column; returns ((m, rank) vectors, categories)."""
+    scores, categories = choice_embedding(graph, pooled, normalisation, by_category=True)
+    # first column: which categories the customer buys from (always observed)
+    scores = np.column_stack([category_choice_embedding(graph, pooled, normalisation), scores])
+    u, y_factors = complete_low_rank(
+        scores, rank=min(int(rank), scores.shape[1]), random_state=random_state
+    )
+    return u @ principal_axes(u, y_factors), categories
+
+
+def purchase_embedding(
+    graph: PreferenceGraph,
+    pooled: MNLPooledModel,
+    normalisation: str = "entropy",
+    category_rank: int | None = None,
+    random_state: int = 0,
+) -> np.ndarray:
+    """The embedding the purchase segmenters cluster: the scalar :func:`choice_embedding`
+    ((m,), ``category_rank=None``) or the per-category vector completed to
+    ``category_rank`` in principal coordinates ((m, rank)), as :class:`PurchaseSegmenter`
+    with ``embedding='category'``."""
+    if category_rank is None:
+        return choice_embedding(graph, pooled, normalisation)
+    if int(category_rank) != category_rank or category_rank < 1:
+        raise ValueError(f"category_rank must be None or a positive integer, got "
+                         f"{category_rank!r}")
+    return _category_choice_vectors(graph, pooled, normalisation, category_rank, random_state)[0]
+
+
 # --------------------------------------------------------------------------------------
 # Ranking top-n lists with bought items excluded
 # --------------------------------------------------------------------------------------
@@ -577,6 +622,12 @@ class SegmentChoiceModel(BaseEstimator):
         # ties (e.g. a flat recall curve) go to the stronger shrinkage: the simpler model
         return max(grid, key=lambda s: (scores[s], s))
 
+    @property
+    def strength_(self) -> float:
+        """The shrinkage strength s under the name every segment model uses."""
+        check_is_fitted(self, "segment_item_keys_")
+        return self.shrinkage_
+
     # ----- predictions -----------------------------------------------------------------
 
     def _counts_at(self, segments: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -712,17 +763,9 @@ class PurchaseSegmenter(BaseEstimator):
         if self.embedding == "scalar":
             self.embedding_ = choice_embedding(X, self.pooled_, self.normalisation)
         else:
-            scores, self.categories_ = choice_embedding(
-                X, self.pooled_, self.normalisation, by_category=True
+            self.embedding_, self.categories_ = _category_choice_vectors(
+                X, self.pooled_, self.normalisation, self.rank, self.random_state
             )
-            # first column: which categories the customer buys from (always observed)
-            scores = np.column_stack(
-                [category_choice_embedding(X, self.pooled_, self.normalisation), scores]
-            )
-            u, y_factors = complete_low_rank(
-                scores, rank=min(self.rank, scores.shape[1]), random_state=self.random_state
-            )
-            self.embedding_ = u @ principal_axes(u, y_factors)
         self.clusterer_ = SegmentClusterer(self.n_segments, random_state=self.random_state).fit(
             self.embedding_
         )
@@ -854,3 +897,399 @@ def ndcg_at_k(
 ) -> float:
     """Mean nDCG@k over customers with a held-out purchase (see :func:`ranking_metrics`)."""
     return ranking_metrics(recommended, held_out, k, exclude, rows)["ndcg"]
+
+
+# --------------------------------------------------------------------------------------
+# The segmentation end to end, and its choice on validation purchases
+# --------------------------------------------------------------------------------------
+
+PURCHASE_POOLED = ("mnl", "mnl:category")
+PURCHASE_SCALE = (
+    "validation log-likelihood of held-out purchases: mean over validation customers of "
+    "the sum over their validation purchases of log p(item | segment), renormalised over "
+    "the items they had not bought (nats per customer, higher is better)"
+)
+
+
+def _check_pooled(pooled: str) -> bool:
+    """Whether a purchase pooled model is per category ('mnl:category')."""
+    _check_choice("pooled", pooled, PURCHASE_POOLED)
+    return pooled == "mnl:category"
+
+
+class SegmentedPurchaseModel(ClusterMixin, BaseEstimator):
+    """The purchase-only method end to end, as the pipeline runs it: the pooled MNL
+    (``pooled`` 'mnl' or 'mnl:category'), each customer's choice embedding under it
+    (scalar, or per category completed to ``category_rank``), k-means into K clusters
+    (clusters under ``min_share`` of the customers folded into the nearest large one),
+    and the per-segment choice models (:class:`SegmentChoiceModel`).
+
+    The purchase counterpart of :class:`~.selection.SegmentedModelEmbedding`, with the
+    same fitted attributes: ``pooled_``, ``embedding_`` (None for K=1), ``clusterer_``,
+    ``cluster_map_`` (cluster -> segment), ``labels_``, ``n_segments_``,
+    ``segment_sizes_``, ``segment_alpha_`` (each segment's share of the purchases: every
+    like-rate of a purchase log is 1), ``cluster_centers_``, ``segment_model_`` (with
+    ``strength_``). Segments are numbered by increasing first embedding coordinate
+    (for the scalar embedding, segment 0 chooses the most popular items).
+    ``strength``: the choice models' shrinkage s (None: chosen on a validation split of
+    the training purchases). ``predict_proba(rows, cols)`` is the choice probability
+    p_{k(i) j}, not a like-probability.
+    """
+
+    name = "model_embedding"
+
+    def __init__(
+        self,
+        n_segments: int = 3,
+        pooled: str = "mnl",
+        normalisation: str = "entropy",
+        category_rank: int | None = None,
+        strength: float | None = None,
+        min_share: float = 0.0,
+        smoothing: float = 1.0,
+        random_state: int = 0,
+    ):
+        self.n_segments = n_segments
+        self.pooled = pooled
+        self.normalisation = normalisation
+        self.category_rank = category_rank
+        self.strength = strength
+        self.min_share = min_share
+        self.smoothing = smoothing
+        self.random_state = random_state
+
+    def fit(self, graph: PreferenceGraph, y=None) -> SegmentedPurchaseModel:
+        """Fit on a graph whose edges are all purchases (labels ignored)."""
+        if not isinstance(graph, PreferenceGraph):
+            raise ValueError(f"graph must be a PreferenceGraph, got {type(graph).__name__}")
+        if isinstance(self.n_segments, bool) or int(self.n_segments) != self.n_segments \
+                or self.n_segments < 1:
+            raise ValueError(f"n_segments must be a positive integer, got {self.n_segments!r}")
+        _check_choice("normalisation", self.normalisation, NORMALISATIONS)
+        if not 0 <= self.min_share < 1:
+            raise ValueError(f"min_share must be in [0, 1), got {self.min_share!r}")
+        self.pooled_ = MNLPooledModel(self.smoothing, _check_pooled(self.pooled)).fit(graph)
+        m = graph.n_customers
+        if self.n_segments == 1:  # no segmentation: the pooled choice model, once
+            self.embedding_, self.clusterer_ = None, None
+            clusters = np.zeros(m, dtype=np.int64)
+            self.cluster_map_ = np.zeros(1, dtype=np.int64)
+        else:
+            self.embedding_ = purchase_embedding(graph, self.pooled_, self.normalisation,
+                                                 self.category_rank, self.random_state)
+            self.clusterer_ = SegmentClusterer(int(self.n_segments),
+                                               random_state=self.random_state).fit(self.embedding_)
+            clusters = self.clusterer_.labels_.astype(np.int64)
+            # the clusterer numbers clusters by their first coordinate; folding keeps it
+            self.cluster_map_ = fold_small_segments(clusters, self.embedding_, self.min_share)
+        self.labels_ = self.cluster_map_[clusters].astype(np.int64)
+        self.n_segments_ = int(self.labels_.max()) + 1
+        self.segment_sizes_ = np.bincount(self.labels_, minlength=self.n_segments_)
+        if self.embedding_ is not None:
+            x = as_2d(self.embedding_)
+            sums = np.zeros((self.n_segments_, x.shape[1]))
+            np.add.at(sums, self.labels_, x)
+            self.cluster_centers_ = sums / self.segment_sizes_[:, None]
+        self.segment_model_ = SegmentChoiceModel(
+            shrinkage=self.strength, random_state=self.random_state
+        ).fit(graph, self.labels_, self.pooled_)
+        totals = self.segment_model_.segment_totals_
+        self.segment_alpha_ = totals / max(totals.sum(), 1.0)
+        return self
+
+    def predict_proba(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The choice probability p_{k(i) j} of edges (customer row, item column)."""
+        check_is_fitted(self, "segment_model_")
+        rows = np.asarray(rows, dtype=np.int64)
+        return self.segment_model_.predict_proba(self.labels_[rows], cols)
+
+    def recommend(
+        self, rows: np.ndarray | None = None, n: int = 10, exclude: Purchases | None = None
+    ) -> np.ndarray:
+        """Top-n item indices for fitted customers ``rows`` (default all), best first,
+        items each has in ``exclude`` (e.g. the training graph) removed; -1 pads."""
+        check_is_fitted(self, "segment_model_")
+        rows, pattern = _rows_and_pattern(
+            rows, exclude, self.pooled_.n_items_, n_customers=len(self.labels_)
+        )
+        return self.segment_model_.recommend(self.labels_[rows], n, exclude=pattern)
+
+    def log_likelihood(self, held_out: Purchases, exclude: Purchases | None = None):
+        """Per held-out purchase log-likelihood (see SegmentChoiceModel.log_likelihood)."""
+        check_is_fitted(self, "segment_model_")
+        return self.segment_model_.log_likelihood(self.labels_, held_out, exclude)
+
+    def assign(self, graph: PreferenceGraph) -> np.ndarray:
+        """Segments of NEW customers (graph with the fitted items; scalar embedding only):
+        their choice embedding, the nearest cluster, then the same folding."""
+        check_is_fitted(self, "segment_model_")
+        if self.clusterer_ is None:
+            return np.zeros(graph.n_customers, dtype=np.int64)
+        if self.category_rank is not None:
+            raise ValueError("assign is available for the scalar embedding only")
+        embedding = choice_embedding(graph, self.pooled_, self.normalisation)
+        return self.cluster_map_[self.clusterer_.predict(embedding)]
+
+
+class PurchaseSelector(BaseEstimator):
+    """The purchase-only counterpart of :class:`~.selection.SegmentationSelector`: the
+    pooled MNL ('mnl' or per category 'mnl:category'), the normalisation, the embedding
+    (scalar or per-category vector) and K chosen on VALIDATION purchases.
+
+    Every candidate segments the training customers and fits :class:`SegmentChoiceModel`
+    (its shrinkage chosen on the same validation purchases). The criterion is each
+    validation customer's summed log-likelihood of their validation purchases, each
+    renormalised over the items they had not bought, averaged over customers
+    (``PURCHASE_SCALE``). The one-standard-error rule
+    (:func:`~.selection.one_standard_error_choice`) then takes the simplest candidate
+    (fewer segments, 'mnl' before 'mnl:category', scalar before vector, the
+    normalisations in the order given) within one standard error of the best; segments
+    under ``min_share`` of the customers are folded ('fold') or reject the candidate
+    ('reject'). Test purchases never enter.
+
+    Parameters mirror SegmentationSelector's (each a list of options; one option pins
+    it): ``pooled`` (None: 'mnl', plus 'mnl:category' when items have categories),
+    ``normalisations``, ``category_ranks`` (None = scalar), ``ks`` (K=1 is one
+    candidate: the pooled model), ``min_share``, ``small_segments``, ``strength_grid``
+    (None: DEFAULT_SHRINKAGE_GRID), ``smoothing`` (the MNL's pseudo-count),
+    ``validation_fraction`` (when ``fit`` gets no validation purchases),
+    ``k_candidates`` ('all' or 'kde').
+
+    Fitted: ``table_`` (the same columns as SegmentationSelector's), ``spec_`` (a
+    :class:`~.selection.CandidateSpec`), ``strength_``, ``method_`` (the fitted
+    :class:`SegmentedPurchaseModel`), ``segment_model_``, ``labels_``, ``n_segments_``,
+    ``segment_sizes_``, ``embedding_``.
+    """
+
+    name = "model_embedding_selected"
+
+    def __init__(
+        self,
+        pooled: Sequence[str] | None = None,
+        normalisations: Sequence[str] = ("entropy", "degree"),
+        category_ranks: Sequence[int | None] = (None, 2),
+        ks: Sequence[int] = (1, 2, 3, 4, 5, 6),
+        min_share: float = 0.02,
+        small_segments: str = "fold",
+        strength_grid: Sequence[float] | None = None,
+        smoothing: float = 1.0,
+        validation_fraction: float = 0.1,
+        k_candidates: str = "all",
+        random_state: int = 0,
+    ):
+        self.pooled = pooled
+        self.normalisations = normalisations
+        self.category_ranks = category_ranks
+        self.ks = ks
+        self.min_share = min_share
+        self.small_segments = small_segments
+        self.strength_grid = strength_grid
+        self.smoothing = smoothing
+        self.validation_fraction = validation_fraction
+        self.k_candidates = k_candidates
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- options
+    def _check_params(self) -> None:
+        ks = list(self.ks)
+        if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+            raise ValueError(f"ks must be positive integers, got {self.ks!r}")
+        if not 0 <= self.min_share < 1:
+            raise ValueError(f"min_share must be in [0, 1), got {self.min_share}")
+        _check_choice("small_segments", self.small_segments, ("fold", "reject"))
+        _check_choice("k_candidates", self.k_candidates, ("all", "kde"))
+        if not list(self.normalisations):
+            raise ValueError("normalisations must hold at least one option")
+        for normalisation in self.normalisations:
+            _check_choice("normalisations", normalisation, NORMALISATIONS)
+
+    def _pooled_options(self, graph: PreferenceGraph) -> list[str]:
+        if self.pooled is not None:
+            options = list(self.pooled)
+            if not options:
+                raise ValueError("pooled must name at least one pooled model")
+            for option in options:
+                _check_pooled(option)
+            return options
+        return list(PURCHASE_POOLED) if graph.item_categories is not None else ["mnl"]
+
+    def _rank_options(self, graph: PreferenceGraph) -> list[int | None]:
+        ranks = list(self.category_ranks)
+        if not ranks:
+            raise ValueError("category_ranks must hold at least one option (None = scalar)")
+        if graph.item_categories is None:
+            return [None]
+        n_categories = len(np.unique(graph.item_categories))
+        # the vector has one column per category plus the category-choice column
+        return [r for r in ranks if r is None or 1 <= int(r) <= n_categories + 1] or [None]
+
+    def _ks_for(self, embedding: np.ndarray, ks: list[int]) -> list[int]:
+        wanted = [k for k in ks if k > 1]
+        if self.k_candidates == "all" or not wanted:
+            return wanted
+        return embedding_candidate_ks(as_2d(embedding)[:, 0], min(wanted), max(wanted))
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, graph: PreferenceGraph, validation=None) -> PurchaseSelector:
+        """Score every candidate on ``validation`` purchases of ``graph``'s customers
+        ((rows, cols) or (rows, cols, labels), labels ignored) or, without them, on a
+        split of ``graph``; then fit the chosen candidate on ``graph``."""
+        if not isinstance(graph, PreferenceGraph):
+            raise ValueError(f"graph must be a PreferenceGraph, got {type(graph).__name__}")
+        self._check_params()
+        if validation is None:
+            train, held = split_validation_edges(graph, self.validation_fraction,
+                                                 self.random_state)
+            validation = held[:2]
+        else:
+            train = graph
+            if not isinstance(validation, tuple) or len(validation) not in (2, 3):
+                raise ValueError("validation must be (rows, cols) or (rows, cols, labels)")
+            validation = tuple(validation[:2])
+        m = train.n_customers
+        rows, cols = _purchase_edges(validation, m, train.n_items, "validation")
+        bought = _pattern(train, m, train.n_items, "graph")
+        # a validation purchase of an item already bought in train cannot be predicted
+        fresh = ~_contains(_pair_keys(bought), rows * np.int64(train.n_items) + cols)
+        rows, cols = rows[fresh], cols[fresh]
+        if len(rows) == 0:
+            raise ValueError("validation has no purchase of an item not bought in training")
+        customers = np.unique(rows)
+        grid = tuple(DEFAULT_SHRINKAGE_GRID if self.strength_grid is None
+                     else self.strength_grid)
+        records: list[dict] = []
+        per_customer: list[np.ndarray] = []
+
+        def score(spec: CandidateSpec, pooled: MNLPooledModel | None,
+                  clusters: np.ndarray | None, embedding: np.ndarray | None,
+                  reason: str = "") -> None:
+            record = {"spec": spec, "n_effective": spec.n_segments, "folded": 0,
+                      "share": np.nan, "strength": np.nan, "reason": reason, "ok": False}
+            records.append(record)
+            if clusters is None:
+                per_customer.append(np.full(len(customers), np.nan))
+                return
+            labels, folded = clusters, 0
+            if spec.n_segments > 1:
+                mapping = fold_small_segments(clusters, embedding, self.min_share)
+                labels = mapping[clusters]
+                folded = int((mapping != np.arange(len(mapping)))[clusters].sum())
+            sizes = np.bincount(labels)
+            record.update(share=float(sizes.min() / m), n_effective=len(sizes), folded=folded)
+            if folded and self.small_segments == "reject":
+                record["reason"] = (f"a segment of {folded / m:.2%} of the customers is below "
+                                    f"min_share {self.min_share:.2%}")
+                per_customer.append(np.full(len(customers), np.nan))
+                return
+            model = SegmentChoiceModel(shrinkage_grid=grid, random_state=self.random_state)
+            model.fit(train, labels, pooled, validation=(rows, cols))
+            ll = model.log_likelihood(labels, (rows, cols), exclude=bought)
+            per_customer.append(np.bincount(rows, weights=ll, minlength=m)[customers])
+            record.update(strength=model.strength_, ok=True)
+            if folded:
+                record["reason"] = (f"{folded} customers of segments below min_share "
+                                    f"{self.min_share:.2%} folded into the nearest segment")
+
+        ks = sorted({int(k) for k in self.ks})
+        normalisations = list(self.normalisations)
+        pooled_options = self._pooled_options(train)
+        fitted_pooled = {
+            p: MNLPooledModel(self.smoothing, _check_pooled(p)).fit(train)
+            for p in pooled_options
+        }
+        if 1 in ks:
+            score(CandidateSpec(pooled_options[0], normalisations[0], None, 1),
+                  fitted_pooled[pooled_options[0]], np.zeros(m, dtype=np.int64), None)
+        for pooled_name, pooled in fitted_pooled.items():
+            for normalisation in normalisations:
+                for rank in self._rank_options(train):
+                    try:  # one embedding for every K
+                        embedding = purchase_embedding(train, pooled, normalisation, rank,
+                                                       self.random_state)
+                    except ValueError as error:
+                        for k in [k for k in ks if k > 1]:
+                            score(CandidateSpec(pooled_name, normalisation, rank, k), None,
+                                  None, None, f"embedding failed: {error}")
+                        continue
+                    for k in self._ks_for(embedding, ks):
+                        spec = CandidateSpec(pooled_name, normalisation, rank, k)
+                        try:
+                            clusters = SegmentClusterer(
+                                k, random_state=self.random_state
+                            ).fit(embedding).labels_
+                        except ValueError as error:
+                            score(spec, None, None, None, f"clustering failed: {error}")
+                            continue
+                        score(spec, pooled, clusters.astype(np.int64), embedding)
+
+        specs = [r["spec"] for r in records]
+        eligible = np.array([r["ok"] for r in records])
+        if not eligible.any():
+            raise ValueError("no candidate could be scored: "
+                             + "; ".join(sorted({r["reason"] for r in records})))
+        # simplicity counts the segments actually kept (after folding)
+        complexity = [
+            (r["n_effective"], PURCHASE_POOLED.index(r["spec"].pooled),
+             0 if r["spec"].category_rank is None else r["spec"].category_rank,
+             normalisations.index(r["spec"].normalisation))
+            for r in records
+        ]
+        chosen, mean, se, gap = one_standard_error_choice(
+            np.vstack(per_customer), complexity, eligible
+        )
+        self.table_ = pd.DataFrame({
+            "candidate": [f"{s.pooled} / {s.normalisation} / {s.embedding} / K={s.n_segments}"
+                          for s in specs],
+            "pooled": [s.pooled for s in specs],
+            "normalisation": [s.normalisation for s in specs],
+            "embedding": [s.embedding for s in specs],
+            "category_rank": pd.array([s.category_rank for s in specs], dtype="Int64"),
+            "n_clusters": [s.n_segments for s in specs],
+            "n_segments": [r["n_effective"] for r in records],
+            "folded_customers": [r["folded"] for r in records],
+            "smallest_segment_share": [r["share"] for r in records],
+            "score": mean,
+            "se": se,
+            "gap_to_best": gap,
+            "strength": [r["strength"] for r in records],
+            "eligible": eligible,
+            "within_one_se": eligible & (gap <= se),
+            "chosen": np.arange(len(specs)) == chosen,
+            "note": [r["reason"] for r in records],
+            "scale": PURCHASE_SCALE,
+            "n_validation_customers": len(customers),
+            "n_validation_edges": len(rows),
+        })
+        self.spec_ = specs[chosen]
+        self.strength_ = float(records[chosen]["strength"])
+        fitted = self.chosen_method().fit(graph)
+        self.method_ = fitted
+        self.segment_model_ = fitted.segment_model_
+        self.labels_ = fitted.labels_
+        self.n_segments_ = fitted.n_segments_
+        self.segment_sizes_ = fitted.segment_sizes_
+        self.embedding_ = fitted.embedding_
+        return self
+
+    def chosen_method(self) -> SegmentedPurchaseModel:
+        """The chosen candidate as an unfitted end-to-end estimator (strength fixed)."""
+        check_is_fitted(self, "spec_")
+        spec = self.spec_
+        return SegmentedPurchaseModel(
+            spec.n_segments, pooled=spec.pooled, normalisation=spec.normalisation,
+            category_rank=spec.category_rank, strength=self.strength_,
+            min_share=self.min_share, smoothing=self.smoothing,
+            random_state=self.random_state,
+        )
+
+    def predict_proba(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The chosen model's choice probability for (customer row, item column)."""
+        check_is_fitted(self, "method_")
+        return self.method_.predict_proba(rows, cols)
+
+    def recommend(
+        self, rows: np.ndarray | None = None, n: int = 10, exclude: Purchases | None = None
+    ) -> np.ndarray:
+        """Top-n unbought items of the chosen model (see SegmentedPurchaseModel)."""
+        check_is_fitted(self, "method_")
+        return self.method_.recommend(rows, n, exclude)

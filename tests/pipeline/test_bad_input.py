@@ -23,7 +23,7 @@ from pipeline_helpers import (
     failure_messages,
     isolate_environment,
     materialized_keys,
-    read_table,
+    read_published,
     run_segmentation_job,
 )
 
@@ -64,7 +64,7 @@ def write_files(folder: Path, tables: dict[str, pd.DataFrame]) -> Files:
 def state(good_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private copy of the good run's state folder, set as SEGMENTATION_HOME."""
     home = tmp_path / "state"
-    shutil.copytree(good_run.home, home)
+    shutil.copytree(good_run.home, home, symlinks=True)
     isolate_environment(monkeypatch, home)
     return home
 
@@ -76,7 +76,8 @@ def run_on_files(home: Path, files: Files, **overrides) -> dg.ExecuteInProcessRe
 
 
 def current_segments(home: Path) -> pd.DataFrame:
-    return read_table(home, "SELECT * FROM customer_segments ORDER BY customer_id")
+    """The segments users read: the published release's."""
+    return read_published(home, "SELECT * FROM customer_segments ORDER BY customer_id")
 
 
 def assert_stopped_before_the_graph(result, home: Path, good_run) -> None:
@@ -85,7 +86,7 @@ def assert_stopped_before_the_graph(result, home: Path, good_run) -> None:
     assert built <= set(RAW_ASSETS), f"built past the raw tables: {built - set(RAW_ASSETS)}"
     assert "preference_edges" not in built and "customer_segments" not in built
     pd.testing.assert_frame_equal(current_segments(home), current_segments(good_run.home))
-    history = read_table(home, "SELECT DISTINCT run_id FROM segment_history")
+    history = read_published(home, "SELECT DISTINCT run_id FROM segment_history")
     assert history["run_id"].tolist() == [good_run.result.run_id]
 
 
@@ -223,7 +224,9 @@ def _single_customer(files: Files, tables) -> None:
 
 
 def _all_labels_identical(files: Files, tables) -> None:
-    tables["interactions"].assign(value=1.0).to_csv(files.interactions, index=False)
+    # all 0: every label identical and no purchase either (a constant POSITIVE value is a
+    # purchase-only log, accepted: tests/pipeline/test_purchase_only.py)
+    tables["interactions"].assign(value=0.0).to_csv(files.interactions, index=False)
 
 
 CHECK_DEFECTS: dict[str, tuple[Breaker, tuple[str, str], list[str]]] = {
