@@ -34,10 +34,10 @@ test: $(STAMP) system-deps
 clean:
 	rm -rf $(VENV) $(SEGMENTATION_HOME)
 
-# Dagster keeps run history in DAGSTER_HOME; telemetry stays off unless the user opts in.
-$(DAGSTER_HOME)/dagster.yaml:
-	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+# Dagster keeps run history in DAGSTER_HOME; its dagster.yaml (telemetry off, a queue of
+# one run at a time, run monitoring) is written by segmentation_dagster.instance.
+$(DAGSTER_HOME)/dagster.yaml: $(STAMP)
+	$(BIN)/python -c "from segmentation_dagster.instance import write_dagster_yaml; write_dagster_yaml('$(DAGSTER_HOME)')"
 
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m segmentation_dagster.run

@@ -20,6 +20,10 @@ blocks a run, which writes only to its own working file and its own release fold
 
 The history of segments is the previous release's history plus this run's segments,
 written into the new release in the same step.
+
+A run that only assigns new customers under the stored models (new_customer_segments,
+without rebuilding customer_segments) publishes with :func:`publish_assignments`: a copy
+of the current release with its new_customer_segments replaced, switched in the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from .resources import DuckDBStore
@@ -38,7 +43,14 @@ PUBLISHED_TABLES = (
     "segment_profiles", "segment_profile_categories", "segment_profile_items",
     "segment_profile_demographics", "model_comparison", "k_selection",
     "chosen_segmentation",
+    # identity across refreshes (assets/refresh.py)
+    "segment_stability", "segment_transitions", "new_customer_segments",
+    # the stored models that place new customers without a refit (segmentation_dagster/score.py)
+    "source_info", "pooled_model_items", "pooled_model_summary", "segment_centres",
 )
+# Tables that describe one run: only this run's rows are published, so a table a run did
+# not rebuild (an asset left out of its job) is never published as if it were current.
+RUN_TABLES = ("segment_stability", "segment_transitions", "new_customer_segments")
 EXPORT_COLUMNS = ["customer_id", "segment", "segment_name", "run_id", "fitted_at"]
 KEEP_RELEASES = 3  # the current one and two before it, for readers still holding them
 
@@ -74,7 +86,9 @@ def publish_run(store: DuckDBStore, home: Path, run_id: str) -> Path:
         try:
             for table in PUBLISHED_TABLES:
                 if table in present:
-                    con.execute(f"CREATE TABLE release.{table} AS SELECT * FROM main.{table}")
+                    where = "WHERE run_id = $run_id" if table in RUN_TABLES else ""
+                    con.execute(f"CREATE TABLE release.{table} AS SELECT * FROM main.{table} "
+                                f"{where}", {"run_id": run_id} if where else {})
             history = "SELECT * FROM main.customer_segments"
             if previous.exists():
                 con.execute(f"ATTACH {_sql_path(previous.resolve())} AS previous (READ_ONLY)")
@@ -100,10 +114,46 @@ def publish_run(store: DuckDBStore, home: Path, run_id: str) -> Path:
     return release
 
 
+def publish_assignments(home: Path, run_id: str, assignments: pd.DataFrame) -> Path:
+    """Publish a run that assigned new customers WITHOUT a refit (new_customer_segments
+    in a run that did not rebuild customer_segments): release ``run_id`` is a copy of
+    the current release, the fitted segments, models, history and exports untouched,
+    with this run's ``new_customer_segments`` and ``publish_log``; then the same atomic
+    switch of ``published``. Returns the release folder."""
+    home = Path(home)
+    current = published_folder(home)
+    if not published_database(home).exists():
+        raise FileNotFoundError(f"nothing is published in {home} yet: run the segmentation "
+                                "job first, then assign new customers")
+    releases = home / "releases"
+    partial = releases / f".{run_id}.partial"
+    release = releases / run_id
+    shutil.rmtree(partial, ignore_errors=True)
+    # a release is never written after its switch, so a file copy is a consistent one
+    shutil.copytree(current.resolve(), partial)
+    with duckdb.connect(str(partial / "segmentation.duckdb")) as con:
+        con.register("assignments", assignments)
+        con.execute("CREATE OR REPLACE TABLE new_customer_segments AS "
+                    "SELECT * FROM assignments")
+        con.execute("CREATE OR REPLACE TABLE publish_log AS SELECT $run_id AS run_id, "
+                    "CAST($at AS TIMESTAMP) AS published_at",
+                    {"run_id": run_id, "at": datetime.now(UTC).replace(tzinfo=None)})
+    shutil.rmtree(release, ignore_errors=True)
+    os.rename(partial, release)
+    _switch_link(home, release)
+    _prune(releases, keep=release)
+    return release
+
+
 def write_exports(folder: Path, segments: pd.DataFrame, profiles: pd.DataFrame | None,
                   fitted_at: datetime) -> None:
     """customer_segments.parquet/.csv (EXPORT_COLUMNS, one row per customer) and
-    segment_profiles.parquet, for activation tools that read files."""
+    segment_profiles.parquet, for activation tools that read files.
+
+    ``segment`` is the STABLE id (customer_segments keeps a segment's id across refreshes,
+    assets/refresh.py), so ``segment_name`` 'segment 3' names the same segment from one
+    refresh to the next; ids of vanished segments are never reused, so they may have gaps.
+    """
     export = segments.assign(segment_name=lambda d: "segment " + d["segment"].astype(str),
                              fitted_at=fitted_at)[EXPORT_COLUMNS]
     export = export.astype({"customer_id": "string", "segment": "int64",
@@ -134,6 +184,10 @@ def _switch_link(home: Path, release: Path) -> None:
 
 
 def _prune(releases: Path, keep: Path) -> None:
+    """Keep the last KEEP_RELEASES releases; drop the partial folders of killed runs
+    (only one run at a time builds a release: the state folder's run lock)."""
+    for partial in releases.glob(".*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
     finished = sorted((p for p in releases.iterdir() if p.is_dir() and not p.name.startswith(".")),
                       key=lambda p: p.stat().st_mtime)
     for old in finished[:-KEEP_RELEASES]:
