@@ -2,7 +2,9 @@
 
     python -m benchmarks.real_data --data-dir /path/to/ml-100k [--seeds 5] [--cap 20]
 
-Reads ``u.data`` and ``u.item`` directly. Own-mean labels (``ratings_to_likes``);
+Reads MovieLens-100K through the pipeline's ``files`` source: ``u.data`` (with its integer
+Unix timestamps) and the items' first genre are written as CSV files and read by
+``segmentation_dagster.sources.load_source`` (ids kept as text). Own-mean labels;
 customers with at least 5 ratings; 10 % of each customer's edges held out as TEST edges.
 Every choice (pooled model, normalisation, embedding, K, shrinkage, penalties, the
 latent class K) is made on a further validation split of the training edges only.
@@ -13,6 +15,7 @@ and each customer's log capped at ``--cap`` random ratings (``--seeds`` splits).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from segmentation_dagster.core.metrics import auc
 from segmentation_dagster.core.pooled import edge_log_likelihood
 from segmentation_dagster.core.segment_models import split_validation_edges
 from segmentation_dagster.core.selection import SegmentationSelector
+from segmentation_dagster.sources import load_source
 
 GENRES = ["unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
           "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
@@ -38,12 +42,20 @@ GENRES = ["unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "
 
 
 def load(data_dir: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """Ratings and each movie's first genre, read through the ``files`` source."""
     ratings = pd.read_csv(data_dir / "u.data", sep="\t",
-                          names=["customer_id", "item_id", "value", "time"])
+                          names=["customer_id", "item_id", "value", "timestamp"])
     items = pd.read_csv(data_dir / "u.item", sep="|", encoding="latin-1", header=None)
     flags = items.iloc[:, 5:24].to_numpy()
-    genre = np.array(GENRES)[flags.argmax(axis=1)]
-    return ratings, pd.Series(genre, index=items[0].to_numpy())
+    categories = pd.DataFrame({"item_id": items[0], "category":
+                               np.array(GENRES)[flags.argmax(axis=1)]})
+    with tempfile.TemporaryDirectory() as folder:
+        ratings.to_csv(Path(folder) / "interactions.csv", index=False)
+        categories.to_csv(Path(folder) / "items.csv", index=False)
+        tables = load_source("files", interactions_path=f"{folder}/interactions.csv",
+                             items_path=f"{folder}/items.csv")
+    genres = tables.items.set_index("item_id")["category"]
+    return tables.interactions[["customer_id", "item_id", "value", "timestamp"]], genres
 
 
 def build_graph(ratings: pd.DataFrame, genres: pd.Series, cap: int | None,
