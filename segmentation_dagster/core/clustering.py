@@ -261,25 +261,56 @@ def select_k(
     return best, scores
 
 
+def one_standard_error_choice(
+    per_unit_scores: np.ndarray, complexity: Sequence[tuple], eligible: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The one-standard-error rule (Breiman et al.) over any candidates, with an
+    arbitrary simplicity order and ineligible candidates.
+
+    ``per_unit_scores`` is (candidates, units), higher is better, aligned across
+    candidates (one column per validation customer). Returns (chosen index, mean, se,
+    gap to best): the best is the eligible candidate with the highest mean; se is the
+    standard error of the paired difference with the best; the chosen one is the eligible
+    candidate of lowest ``complexity`` whose gap is at most its se.
+    """
+    scores = np.asarray(per_unit_scores, dtype=float)
+    if scores.ndim != 2 or len(scores) != len(complexity) or len(eligible) != len(scores):
+        raise ValueError("per_unit_scores, complexity and eligible must describe the same "
+                         "candidates")
+    scored = np.isfinite(scores).all(axis=1)  # a row with NaN is a failed candidate
+    eligible = np.asarray(eligible, dtype=bool) & scored
+    if not eligible.any():
+        raise ValueError("no eligible candidate to choose from")
+    mean = np.full(len(scores), np.nan)
+    mean[scored] = scores[scored].mean(axis=1)
+    # ties in the mean go to the simpler candidate
+    best = min(np.flatnonzero(eligible), key=lambda i: (-mean[i], complexity[i]))
+    n = scores.shape[1]
+    se = np.full(len(scores), np.nan)
+    diff = scores[best][None, :] - scores[scored]
+    se[scored] = diff.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else 0.0
+    gap = mean[best] - mean
+    within = eligible & (gap <= se)
+    chosen = min(np.flatnonzero(within), key=lambda i: complexity[i])
+    return int(chosen), mean, se, gap
+
+
 def select_k_one_standard_error(per_item_scores: dict[int, np.ndarray]) -> tuple[int, dict]:
     """The smallest K whose mean validation score is within one standard error of the
-    best K's (the 'one-standard-error rule' of Breiman et al., as in cross-validation).
+    best K's: :func:`one_standard_error_choice` with K as the simplicity order.
 
-    ``per_item_scores[k]`` holds one score per validation item (e.g. the log-likelihood
-    of each validation edge), higher is better, aligned across K. A finer segmentation
+    ``per_item_scores[k]`` holds one score per validation unit (e.g. each customer's
+    summed log-likelihood), higher is better, aligned across K. A finer segmentation
     almost always scores a little higher on held-out edges; the rule keeps the extra
     segments only when the gain is larger than the noise in the validation score.
-    The standard error is that of the paired difference with the best K.
     """
     if not per_item_scores:
         raise ValueError("no candidate K to choose from")
     ks = sorted(per_item_scores)
-    means = {k: float(np.mean(per_item_scores[k])) for k in ks}
-    best = max(ks, key=lambda k: (means[k], -k))
-    summary = {}
-    for k in ks:
-        diff = np.asarray(per_item_scores[best]) - np.asarray(per_item_scores[k])
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        summary[k] = {"mean": means[k], "gap_to_best": means[best] - means[k], "se": se}
-    chosen = next(k for k in ks if summary[k]["gap_to_best"] <= summary[k]["se"])
-    return chosen, summary
+    scores = np.vstack([np.asarray(per_item_scores[k], dtype=float) for k in ks])
+    chosen, mean, se, gap = one_standard_error_choice(
+        scores, [(k,) for k in ks], np.ones(len(ks), dtype=bool))
+    summary = {k: {"mean": float(mean[i]), "gap_to_best": float(gap[i]), "se": float(se[i])}
+               for i, k in enumerate(ks)}
+    return ks[chosen], summary
+

@@ -1,11 +1,11 @@
 """The K sweep, written once: fit a model per candidate K, score it on validation data,
 and choose K by a rule.
 
-Two protocols use it:
+The cold-start protocol uses it (the pipeline's ``k_selection`` chooses K together with
+the pooled model and the embedding, in ``core.selection``, whose one-standard-error rule
+generalises this one; both take their candidate Ks from :func:`embedding_candidate_ks`
+when they follow the paper's rule):
 
-- the pipeline's choice of K (:func:`select_embedding_k`, the ``k_selection`` asset):
-  k-means on the customer embedding per K, each validation customer's summed edge
-  log-likelihood, and the one-standard-error rule;
 - the cold-start protocol (``core.cold_start``): every method fitted per K on the
   training movies above the validation threshold, each validation user's accuracy, and
   the best mean (ties to the smaller K).
@@ -21,13 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import silhouette_score
 
 from .clustering import candidate_ks, select_k, select_k_one_standard_error
-from .graph import LIKE, PreferenceGraph
-from .pooled import edge_log_likelihood
-from .segmenters import ModelEmbeddingSegmenter
 
 Rule = Literal["best", "one_standard_error"]
 RULES = ("best", "one_standard_error")
@@ -90,13 +85,6 @@ def sweep_k(
 # --- the pipeline's choice of K on the customer embedding -----------------------------
 
 
-def silhouette(embedding: np.ndarray, labels: np.ndarray) -> float:
-    """Silhouette of a 1-D clustering; NaN where it is undefined (K >= distinct points)."""
-    if not 2 <= len(np.unique(labels)) < len(np.unique(embedding)):
-        return float("nan")
-    return float(silhouette_score(embedding[:, None], labels))
-
-
 def embedding_candidate_ks(embedding: np.ndarray, k_min: int, k_max: int) -> list[int]:
     """The Ks in [k_min, k_max] next to the number of KDE modes of the embedding (Figure
     1) that leave no empty segment; ``[k_min]`` when none is (and k_min is possible)."""
@@ -104,77 +92,3 @@ def embedding_candidate_ks(embedding: np.ndarray, k_min: int, k_max: int) -> lis
     near_modes = candidate_ks(embedding, around=1)
     ks = [k for k in range(k_min, k_max + 1) if k in near_modes and k <= n_distinct]
     return ks or [k for k in (k_min,) if k <= n_distinct]
-
-
-@dataclass(frozen=True)
-class EmbeddingKSelection:
-    """The chosen K, the candidates, and one row per K: k, validation_log_likelihood (per
-    edge), validation_accuracy, silhouette, standard_error (of the one-standard-error
-    rule), segment_sizes (as text) and chosen."""
-
-    chosen: int
-    candidates: list[int]
-    table: pd.DataFrame
-
-
-# the per-K numbers of EmbeddingKSelection.table that are metrics (MLflow logs them)
-K_SELECTION_METRICS = (
-    "validation_log_likelihood", "validation_accuracy", "silhouette", "standard_error",
-)
-
-
-def select_embedding_k(
-    train: PreferenceGraph,
-    embedding: np.ndarray,
-    validation: tuple[np.ndarray, np.ndarray, np.ndarray],
-    k_min: int,
-    k_max: int,
-    random_state: int = 0,
-    silhouette_sample: int = 5000,
-) -> EmbeddingKSelection:
-    """Choose K for the model-based embedding (the pipeline's ``k_selection``).
-
-    Candidates come from :func:`embedding_candidate_ks`; per K the customers of ``train``
-    are clustered on ``embedding`` (aligned with its rows) and the validation edges
-    ``(rows, cols, labels)`` scored. K is the smallest within one standard error of the
-    best mean per-customer log-likelihood. ``random_state`` seeds the segmenters and the
-    silhouette's sample of ``silhouette_sample`` customers.
-    """
-    embedding = np.asarray(embedding, dtype=float)
-    if embedding.shape != (train.n_customers,):
-        raise ValueError(
-            f"embedding must hold one value per customer of train ({train.n_customers}), "
-            f"got shape {embedding.shape}"
-        )
-    ks = embedding_candidate_ks(embedding, k_min, k_max)
-    if not ks:
-        raise ValueError(f"no K in [{k_min}, {k_max}] is possible with this embedding")
-    rows, cols, labels = validation
-    # customers, not edges, are the independent units: score each customer's sum
-    scored = np.bincount(rows, minlength=train.n_customers) > 0
-
-    def fit(k: int) -> ModelEmbeddingSegmenter:
-        return ModelEmbeddingSegmenter(k, random_state=random_state).fit_embedding(
-            train, embedding
-        )
-
-    def score(model: ModelEmbeddingSegmenter) -> np.ndarray:
-        log_likelihood = edge_log_likelihood(model.predict_proba(rows, cols), labels)
-        return np.bincount(rows, log_likelihood, train.n_customers)[scored]
-
-    sweep = sweep_k(ks, fit, score, rule="one_standard_error")
-    sample = np.random.default_rng(random_state).permutation(len(embedding))[:silhouette_sample]
-    table = []
-    for k in ks:
-        model = sweep.models[k]
-        p = model.predict_proba(rows, cols)
-        table.append({
-            "k": k,
-            "validation_log_likelihood": float(edge_log_likelihood(p, labels).mean()),
-            "validation_accuracy": float(((p >= 0.5) == (labels == LIKE)).mean()),
-            "silhouette": silhouette(embedding[sample], model.labels_[sample]),
-            "standard_error": sweep.selection[k]["se"],
-            "segment_sizes": str(model.segment_sizes_.tolist()),
-            "chosen": k == sweep.chosen,
-        })
-    return EmbeddingKSelection(int(sweep.chosen), ks, pd.DataFrame(table))

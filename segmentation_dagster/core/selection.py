@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .clustering import SegmentClusterer, as_2d, renumber_by
+from .clustering import SegmentClusterer, as_2d, one_standard_error_choice, renumber_by
 from .graph import PreferenceGraph
 from .k_sweep import embedding_candidate_ks
 from .pooled import edge_log_likelihood
@@ -69,41 +69,6 @@ class CandidateSpec:
             0 if self.category_rank is None else self.category_rank,
             list(normalisations).index(self.normalisation),
         )
-
-
-def one_standard_error_choice(
-    per_unit_scores: np.ndarray, complexity: Sequence[tuple], eligible: np.ndarray
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """The one-standard-error rule over any candidates (a generalisation of
-    :func:`~segmentation_dagster.core.clustering.select_k_one_standard_error` to an
-    arbitrary simplicity order and to ineligible candidates).
-
-    ``per_unit_scores`` is (candidates, units), higher is better, aligned across
-    candidates (one column per validation customer). Returns (chosen index, mean, se,
-    gap to best): the best is the eligible candidate with the highest mean; se is the
-    standard error of the paired difference with the best; the chosen one is the eligible
-    candidate of lowest ``complexity`` whose gap is at most its se.
-    """
-    scores = np.asarray(per_unit_scores, dtype=float)
-    if scores.ndim != 2 or len(scores) != len(complexity) or len(eligible) != len(scores):
-        raise ValueError("per_unit_scores, complexity and eligible must describe the same "
-                         "candidates")
-    scored = np.isfinite(scores).all(axis=1)  # a row with NaN is a failed candidate
-    eligible = np.asarray(eligible, dtype=bool) & scored
-    if not eligible.any():
-        raise ValueError("no eligible candidate to choose from")
-    mean = np.full(len(scores), np.nan)
-    mean[scored] = scores[scored].mean(axis=1)
-    # ties in the mean go to the simpler candidate
-    best = min(np.flatnonzero(eligible), key=lambda i: (-mean[i], complexity[i]))
-    n = scores.shape[1]
-    se = np.full(len(scores), np.nan)
-    diff = scores[best][None, :] - scores[scored]
-    se[scored] = diff.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else 0.0
-    gap = mean[best] - mean
-    within = eligible & (gap <= se)
-    chosen = min(np.flatnonzero(within), key=lambda i: complexity[i])
-    return int(chosen), mean, se, gap
 
 
 class SegmentationSelector(BaseEstimator):

@@ -1,15 +1,13 @@
-import ast
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from segmentation_dagster.core.clustering import kde_modes
 from segmentation_dagster.core.embedding import embed
 from segmentation_dagster.core.graph import PreferenceGraph
 from segmentation_dagster.core.k_sweep import (
-    K_SELECTION_METRICS,
-    select_embedding_k,
-    silhouette,
+    embedding_candidate_ks,
     sweep_k,
 )
 from segmentation_dagster.core.pooled import make_pooled_model
@@ -72,29 +70,12 @@ def planted():
     return train, embedding, validation
 
 
-def test_embedding_k_selection_table(planted):
-    train, embedding, validation = planted
-    selection = select_embedding_k(train, embedding, validation, 2, 6, random_state=0)
-    table = selection.table
-    assert list(table.columns) == [
-        "k", "validation_log_likelihood", "validation_accuracy", "silhouette",
-        "standard_error", "segment_sizes", "chosen",
-    ]
-    assert set(K_SELECTION_METRICS) <= set(table.columns)
-    assert table["k"].tolist() == selection.candidates
-    assert table["chosen"].sum() == 1
-    assert int(table.loc[table["chosen"], "k"].item()) == selection.chosen
-    assert set(selection.candidates) <= set(range(2, 7))
-    sizes = [sum(ast.literal_eval(s)) for s in table["segment_sizes"]]
-    assert sizes == [train.n_customers] * len(table)
-    # the same seed, the same numbers
-    again = select_embedding_k(train, embedding, validation, 2, 6, random_state=0)
-    pd.testing.assert_frame_equal(table, again.table)
-    with pytest.raises(ValueError, match="one value per customer"):
-        select_embedding_k(train, embedding[:-1], validation, 2, 6)
-
-
-def test_silhouette_is_nan_where_undefined():
-    x = np.array([0.0, 0.0, 1.0, 1.0])
-    assert np.isnan(silhouette(x, np.zeros(4, dtype=int)))
-    assert silhouette(np.array([0.0, 0.1, 1.0, 1.1]), np.array([0, 0, 1, 1])) > 0.8
+def test_candidate_ks_sit_next_to_the_modes_of_the_embedding(planted):
+    """The paper's rule (Figure 1): the Ks next to the number of the density's modes,
+    within the range and never more than the distinct values allow."""
+    _, embedding, _ = planted
+    modes = len(kde_modes(embedding)[0])
+    ks = embedding_candidate_ks(embedding, 2, 6)
+    assert ks and set(ks) <= set(range(2, 7))
+    assert all(abs(k - modes) <= 1 for k in ks)
+    assert embedding_candidate_ks(np.array([0.0, 0.0, 1.0]), 3, 6) == []  # 2 distinct values
