@@ -25,7 +25,7 @@ from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFold
 from segmentation_dagster.scores import record_scores, score_frame, score_row
 from segmentation_dagster.settings import ColdStartSettings, RandomSeed
 
-from .common import figure_metadata, markdown_table, source_info
+from .common import embed_local_images, figure_metadata, markdown_table, source_info
 
 COLD_START_EXPERIMENT = "cold_start"
 TASK = "cold_start"
@@ -199,6 +199,6 @@ def case_study_report(duckdb: DuckDBStore, state_folder: StateFolder) -> dg.Mate
     report.write_text("\n".join(sections))
     return dg.MaterializeResult(
         metadata={**metadata, "report": dg.MetadataValue.path(str(report)),
-                  "preview": dg.MetadataValue.md("\n".join(sections[:40])),
+                  "preview": dg.MetadataValue.md(embed_local_images("\n".join(sections[:40]))),
                   "figures": len(metadata), "genres": int(embeddings["genre"].nunique())}
     )

@@ -2,9 +2,11 @@
 
 import base64
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import dagster as dg
 import numpy as np
@@ -154,3 +156,144 @@ class Stopwatch:
 
 def markdown_table(frame: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(max_rows).to_markdown(index=False))
+
+
+# Dagster's asset page shows markdown metadata inline only below this length; longer
+# markdown hides behind a "[Show Markdown]" link (dagster-ui MetadataEntry.tsx, 1.13)
+INLINE_MARKDOWN_CHARS = 1000
+TABLE_TYPES = {"b": "bool", "i": "int", "u": "int", "f": "float"}
+
+
+def _cell(value):
+    """A JSON-ready cell: floats to 4 significant digits (the UI shows them as written)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(f"{float(value):.4g}")
+    return None if value is None or (np.ndim(value) == 0 and pd.isna(value)) else str(value)
+
+
+def table_metadata(frame: pd.DataFrame, max_rows: int = 50) -> dg.MetadataValue:
+    """A narrow frame as Dagster table metadata (shown inline as a table, with a schema)."""
+    frame = frame.head(max_rows)
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn(str(name), TABLE_TYPES.get(frame[name].dtype.kind, "string"))
+        for name in frame.columns])
+    records = [dg.TableRecord(json.loads(json.dumps({str(k): _cell(v) for k, v in row.items()})))
+               for row in frame.to_dict("records")]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+def svg_metadata(svg: str, title: str) -> dg.MetadataValue:
+    """A small SVG as inline markdown (a data URI), short enough that the asset page
+    shows it without a click; the caller keeps it under INLINE_MARKDOWN_CHARS."""
+    uri = "data:image/svg+xml," + quote(svg, safe=" ,.=:/;'()-")
+    return dg.MetadataValue.md(f"![{title}](<{uri}>)")
+
+
+def _svg(width: int, height: int, body: str) -> str:
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"font-family='sans-serif' font-size='10'>{body}</svg>")
+
+
+def inline_chart(
+    title: str, labels: list[str], values: list[float], errors: list[float] | None = None,
+    marked: int | None = None, bars: bool = False,
+) -> dg.MetadataValue:
+    """A compact chart of ``values`` (points with error bars, or bars), the ``marked``
+    one in red, as inline markdown; labels and the title are dropped, in that order, if
+    the markdown would otherwise be too long to show inline."""
+    values = np.asarray(values, dtype=float)
+    errors = np.zeros_like(values) if errors is None else np.nan_to_num(
+        np.asarray(errors, dtype=float))
+    finite = np.isfinite(values)
+    low = float(np.min((values - errors)[finite])) if finite.any() else 0.0
+    high = float(np.max((values + errors)[finite])) if finite.any() else 1.0
+    if bars:
+        low = min(low, 0.0)
+    span = high - low or 1.0
+    n = max(len(values), 1)
+    width, height, left, top, plot = 360, 150, 44, 16, 100
+    step = (width - left - 8) / n
+
+    def y(v: float) -> int:
+        return round(top + plot * (high - v) / span)
+
+    def x(i: int) -> int:
+        return round(left + step * (i + 0.5))
+
+    for with_labels, with_title in ((True, True), (False, True), (False, False)):
+        parts = [f"<text x='2' y='{top + 4}'>{high:.3g}</text>",
+                 f"<text x='2' y='{top + plot}'>{low:.3g}</text>",
+                 f"<path d='M{left} {top}V{top + plot}H{width - 4}' stroke='gray' fill='none'/>"]
+        if with_title:
+            parts.append(f"<text x='{left}' y='11'>{title}</text>")
+        for i, v in enumerate(values):
+            if not np.isfinite(v):
+                continue
+            colour = "red" if i == marked else "steelblue"
+            if bars:
+                parts.append(f"<rect x='{x(i) - step * 0.35:.0f}' y='{y(v)}' "
+                             f"width='{step * 0.7:.0f}' height='{y(low) - y(v)}' "
+                             f"fill='{colour}'/>")
+            else:
+                if errors[i] > 0:
+                    parts.append(f"<path d='M{x(i)} {y(v - errors[i])}V{y(v + errors[i])}' "
+                                 f"stroke='{colour}'/>")
+                parts.append(f"<circle cx='{x(i)}' cy='{y(v)}' r='3' fill='{colour}'/>")
+            if with_labels:
+                parts.append(f"<text x='{x(i)}' y='{top + plot + 12}' text-anchor='middle'>"
+                             f"{labels[i]}</text>")
+        value = svg_metadata(_svg(width, height, "".join(parts)), title)
+        if len(value.value) < INLINE_MARKDOWN_CHARS:
+            return value
+    return dg.MetadataValue.md(f"({len(values)} values: too many to draw inline; "
+                               "see the full figure)")
+
+
+def inline_density(values: np.ndarray, labels: np.ndarray | None, title: str,
+                   bins: int = 40) -> dg.MetadataValue:
+    """The histogram of a 1-D embedding as an inline polyline, with the boundaries between
+    consecutive segments (of ``labels``, ordered by embedding) as red lines."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    counts, edges = np.histogram(values[finite], bins=bins)
+    width, height, left, top, plot = 360, 130, 8, 16, 100
+    lo, hi = float(edges[0]), float(edges[-1])
+    span = hi - lo or 1.0
+
+    def x(v: float) -> int:
+        return round(left + (width - 2 * left) * (v - lo) / span)
+
+    peak = counts.max() or 1
+    centres = (edges[:-1] + edges[1:]) / 2
+    points = " ".join(f"{x(c)},{round(top + plot * (1 - n / peak))}"
+                      for c, n in zip(centres, counts, strict=True))
+    parts = [f"<text x='{left}' y='11'>{title}</text>",
+             f"<polyline points='{points}' fill='none' stroke='steelblue'/>",
+             f"<path d='M{left} {top + plot}H{width - left}' stroke='gray'/>"]
+    if labels is not None:
+        labels = np.asarray(labels)[finite]
+        kept = values[finite]
+        order = sorted(np.unique(labels), key=lambda s: np.median(kept[labels == s]))
+        for a, b in zip(order, order[1:], strict=False):
+            cut = (kept[labels == a].max() + kept[labels == b].min()) / 2
+            parts.append(f"<path d='M{x(cut)} {top}V{top + plot}' stroke='red'/>")
+    return svg_metadata(_svg(width, height, "".join(parts)), title)
+
+
+def embed_local_images(markdown: str) -> str:
+    """``markdown`` with every image linked by a local PNG path embedded as a data URI: a
+    browser asks the web server for a local path, which it cannot serve."""
+    import re
+
+    def embed(match: re.Match) -> str:
+        path = Path(match.group(2))
+        if path.suffix.lower() != ".png" or not path.is_file():
+            return match.group(0)
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        return f"![{match.group(1)}](data:image/png;base64,{encoded})"
+
+    return re.sub(r"!\[([^\]]*)\]\((/[^)\s]+)\)", embed, markdown)

@@ -29,9 +29,11 @@ from segmentation_dagster.settings import MethodSettings, RandomSeed
 from .common import (
     chosen_spec,
     figure_metadata,
+    inline_chart,
+    inline_density,
     is_purchase_log,
     load_split_graphs,
-    markdown_table,
+    table_metadata,
     usable_item_features,
 )
 
@@ -87,17 +89,25 @@ def k_selection(
                                    state_folder.folder("figures"))
     links = log_candidates(mlflow_tracker, context, table, path)
     chosen = table[table["chosen"]].iloc[0]
+    positions = list(table.index)
     return dg.MaterializeResult(metadata={
         "chosen_k": int(chosen["k"]),
         "chosen": str(chosen["candidate"]),
+        "chosen_score": float(chosen["score"]),
         "candidates": len(table),
         "scale": str(table["scale"].iloc[0]),
-        "scores": markdown_table(table[["candidate", "score", "se", "gap_to_best", "eligible",
+        "scores": table_metadata(table[["candidate", "score", "se", "gap_to_best", "eligible",
                                         "chosen", "note"]], 40),
-        "score_by_candidate": figure,
+        # inline (short SVG markdown shows without a click); the full figure behind one
+        "score_by_candidate": inline_chart(
+            "validation log-likelihood per customer by K (+-1 SE; red: chosen)",
+            [str(k) for k in table["k"]], list(table["score"]), list(table["se"]),
+            marked=positions.index(chosen.name)),
+        "score_by_candidate_figure": figure,
         "mlflow_run": dg.MetadataValue.url(links[chosen["candidate"]]),
-        "mlflow_experiment": dg.MetadataValue.url(
-            mlflow_tracker.experiment_link(K_SELECTION_EXPERIMENT)),
+        "mlflow_experiment": dg.MetadataValue.url(mlflow_tracker.experiment_link(
+            K_SELECTION_EXPERIMENT, ["validation_log_likelihood", "standard_error",
+                                     "gap_to_best"], context)),
     })
 
 
@@ -230,6 +240,7 @@ def customer_embeddings(
             "kde_modes": len(kde_modes(values)[0]),
             "mean": float(np.nanmean(values)),
             "nan_embeddings": int(np.isnan(values).sum()),
-            "density": plot,
+            "density": inline_density(values, None, "Embedding density"),
+            "density_figure": plot,
         }
     )

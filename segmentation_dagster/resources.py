@@ -208,32 +208,167 @@ class StateFolder(dg.ConfigurableResource):
         return folder
 
 
+# MLflow 3 opens an experiment on its GenAI dashboard (traces, tokens) unless this tag
+# says it is classic model development; then it opens on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CLASSIC_EXPERIMENT_KIND = "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"  # what the UI shows as the experiment's description
+PARENT_RUN_TAG = "mlflow.parentRunId"  # the UI nests a run under the run this names
+# a saved view of the runs table, as MLflow's UI itself stores one ("Views" menu)
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+# on the one parent run per (Dagster run, experiment): how children find it again
+DAGSTER_PARENT_TAG = "dagster.parent"
+EXPERIMENT_DESCRIPTIONS = {
+    "k_selection": "One run per candidate segmentation (pooled model, normalisation, "
+                   "embedding, K), scored by the validation log-likelihood on the scale the "
+                   "one-SE rule uses; the chosen one is tagged chosen=True and holds the "
+                   "figure of the score against every candidate.",
+    "segments": "The chosen segmentation: segment sizes, per-segment model parameters, "
+                "the density with the chosen boundaries, and segment profiles.",
+    "model_comparison": "Every method on every task, one run per method with metrics "
+                        "{task}.{slice}.{metric} (the same numbers as DuckDB's "
+                        "model_comparison), and a summary run with the headline metrics.",
+    "segment_classifiers": "The per-segment logistic classifiers, each logged as a model "
+                           "with its own test AUC.",
+    "cold_start": "The cold-start protocol: a run per (genre, method) with its K sweep.",
+    "nmf_rank": "The NMF rank sweep on purchase counts, one run per rank; the chosen "
+                "rank holds the rank-selection curves and consensus matrix.",
+    "unicon": "The UNICON sequence model: training curve, next-item scores, the model.",
+    "unicon_segments": "Behaviour segments on the UNICON consumer embeddings, a run per K.",
+    "unicon_lookalike": "The look-alike classifier on the UNICON embeddings.",
+}
+
+
 class MLflowTracker(dg.ConfigurableResource):
     """A small MLflow client of our own (dagster-mlflow is a legacy op-style resource).
 
     Runs go to a local sqlite tracking store in the state folder; every run is tagged with
     the Dagster run id and asset key so a number in MLflow leads back to its materialization.
+
+    - Every experiment is tagged as classic model development and described, so the
+      MLflow UI opens it on its runs table (MLflow 3 otherwise opens a GenAI dashboard).
+    - Each Dagster run gets one parent MLflow run per experiment, named
+      ``<job> <start time> <run id[:8]>``; the runs of its assets nest under it, so the
+      runs of two refreshes never mix.
+    - Nothing is written outside the state folder: the tracking store is created with
+      the state folder's artifact root, so MLflow's obligatory ``Default`` experiment
+      points there (never at ``./mlruns``), and is hidden (deleted) while it is empty.
     """
 
     tracking_uri: str = ""  # empty: mlflow.db in SEGMENTATION_HOME
     artifact_root: str = ""  # empty: mlflow-artifacts/ in SEGMENTATION_HOME
     ui_url: str = "http://127.0.0.1:5000"
+    _ready_experiments: dict = PrivateAttr(default_factory=dict)
+    _parents: dict = PrivateAttr(default_factory=dict)
+    _store_ready: bool = PrivateAttr(default=False)
+
+    def _uri(self) -> str:
+        return self.tracking_uri or settings.mlflow_tracking_uri(settings.state_home())
+
+    def _root(self) -> Path:
+        return Path(self.artifact_root or settings.mlflow_artifact_root(settings.state_home()))
 
     def _client(self):
         import mlflow
 
-        uri = self.tracking_uri or settings.mlflow_tracking_uri(settings.state_home())
+        uri = self._uri()
+        if not self._store_ready:
+            self._prepare_store(uri)
+            self._store_ready = True
         mlflow.set_tracking_uri(uri)
         return mlflow
 
+    def _prepare_store(self, uri: str) -> None:
+        """Create a database store with the state folder's artifact root (MLflow's own
+        clients would create it with ``./mlruns`` of the working directory, and put the
+        ``Default`` experiment there), and delete ``Default`` while it has no runs."""
+        import mlflow
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        if uri.split(":", 1)[0] not in {"sqlite", "postgresql", "mysql", "mssql"}:
+            return
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        root = self._root()
+        root.mkdir(parents=True, exist_ok=True)
+        store = SqlAlchemyStore(uri, root.as_uri())
+        default = store.get_experiment(SqlAlchemyStore.DEFAULT_EXPERIMENT_ID)
+        if default.lifecycle_stage == "active":
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            if not client.search_runs([default.experiment_id], max_results=1):
+                client.delete_experiment(default.experiment_id)
+        store.engine.dispose()
+
     def experiment_id(self, name: str) -> str:
+        """The experiment ``name``'s id, created in the state folder if missing; tagged
+        as classic model development and described, whether new or found."""
+        if name in self._ready_experiments:
+            return self._ready_experiments[name]
         mlflow = self._client()
         experiment = mlflow.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        root = Path(self.artifact_root or settings.mlflow_artifact_root(settings.state_home()))
-        root.mkdir(parents=True, exist_ok=True)
-        return mlflow.create_experiment(name, artifact_location=(root / name).as_uri())
+        if experiment is None:
+            root = self._root()
+            root.mkdir(parents=True, exist_ok=True)
+            experiment_id = mlflow.create_experiment(
+                name, artifact_location=(root / name).as_uri(), tags=self._experiment_tags(name))
+        else:
+            experiment_id = experiment.experiment_id
+            client = mlflow.MlflowClient(tracking_uri=self._uri())
+            for key, value in self._experiment_tags(name).items():
+                if experiment.tags.get(key) != value:
+                    client.set_experiment_tag(experiment_id, key, value)
+        self._ready_experiments[name] = experiment_id
+        return experiment_id
+
+    @staticmethod
+    def _experiment_tags(name: str) -> dict[str, str]:
+        description = EXPERIMENT_DESCRIPTIONS.get(
+            name, f"Runs of the segmentation pipeline's {name} step, tagged with the Dagster "
+                  "run id and asset key that logged them.")
+        return {EXPERIMENT_KIND_TAG: CLASSIC_EXPERIMENT_KIND, DESCRIPTION_TAG: description}
+
+    def parent_run_id(self, experiment: str, context: dg.AssetExecutionContext) -> str:
+        """The one parent MLflow run of this Dagster run in ``experiment`` (found by its
+        tags, so assets in other processes or resource instances share it; else
+        created, named ``<job> <start time> <run id[:8]>``)."""
+        import mlflow
+
+        experiment_id = self.experiment_id(experiment)
+        dagster_run_id = context.run.run_id
+        key = (experiment_id, dagster_run_id)
+        if key in self._parents:
+            return self._parents[key]
+        client = mlflow.MlflowClient(tracking_uri=self._uri())
+        found = client.search_runs(
+            [experiment_id], max_results=1,
+            filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' "
+                          f"AND tags.`{DAGSTER_PARENT_TAG}` = 'true'",
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            job = context.run.job_name
+            run = client.create_run(experiment_id, run_name=f"{job} {self._started(context)} "
+                                                            f"{dagster_run_id[:8]}",
+                                    tags={"dagster.run_id": dagster_run_id, "dagster.job": job,
+                                          DAGSTER_PARENT_TAG: "true"})
+            run_id = run.info.run_id
+            # finished at once (children update its end time): Dagster, not MLflow, knows
+            # when the run ends, and a parent left RUNNING would look stuck in the UI
+            client.set_terminated(run_id, "FINISHED")
+        self._parents[key] = run_id
+        return run_id
+
+    @staticmethod
+    def _started(context: dg.AssetExecutionContext) -> str:
+        """When the Dagster run was created (now, for a run the instance does not know)."""
+        from datetime import datetime
+
+        record = None
+        with contextlib.suppress(Exception):  # an ephemeral instance may not store runs
+            record = context.instance.get_run_record_by_id(context.run.run_id)
+        stamp = record.create_timestamp if record is not None else datetime.now()
+        return stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
     @contextlib.contextmanager
     def run(
@@ -243,19 +378,71 @@ class MLflowTracker(dg.ConfigurableResource):
         context: dg.AssetExecutionContext | None = None,
         tags: dict | None = None,
     ):
-        """Start an MLflow run tagged with the Dagster run id and asset key."""
+        """Start an MLflow run tagged with the Dagster run id and asset key, nested under
+        the Dagster run's parent run in ``experiment``."""
         mlflow = self._client()
+        experiment_id = self.experiment_id(experiment)
         all_tags = dict(tags or {})
         if context is not None:
             all_tags["dagster.run_id"] = context.run.run_id
             all_tags["dagster.asset_key"] = context.asset_key.to_user_string()
-        with mlflow.start_run(
-            experiment_id=self.experiment_id(experiment), run_name=run_name, tags=all_tags
-        ) as active:
+            all_tags[PARENT_RUN_TAG] = self.parent_run_id(experiment, context)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                              tags=all_tags) as active:
             yield active
+        if context is not None:  # the parent spans its children
+            mlflow.MlflowClient(tracking_uri=self._uri()).set_terminated(
+                all_tags[PARENT_RUN_TAG], "FINISHED")
 
     def run_link(self, run) -> str:
-        return f"{self.ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        return (f"{self.ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+                "?workflowType=machine_learning")
 
-    def experiment_link(self, experiment: str) -> str:
-        return f"{self.ui_url}/#/experiments/{self.experiment_id(experiment)}"
+    def experiment_link(
+        self,
+        experiment: str,
+        metrics: list[str] | None = None,
+        context: dg.AssetExecutionContext | None = None,
+        ascending: bool = False,
+    ) -> str:
+        """The experiment's runs table. With ``metrics``: a view of it showing them as
+        columns, sorted by the first (best first unless ``ascending``), and with
+        ``context`` only the runs this asset logged in this Dagster run."""
+        experiment_id = self.experiment_id(experiment)
+        # MLflow 3.17's sidebar switch (GenAI / Model training) overrides the experiment's
+        # kind tag; the URL sets it to model training for this page
+        runs = f"{self.ui_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        if not metrics:
+            return runs
+        view = self.shared_view(experiment, metrics, context, ascending)
+        return f"{runs}&viewStateShareKey={view}"
+
+    def shared_view(
+        self,
+        experiment: str,
+        metrics: list[str],
+        context: dg.AssetExecutionContext | None = None,
+        ascending: bool = False,
+    ) -> str:
+        """Store a view of the runs table as MLflow's UI stores a shared one (an
+        experiment tag holding the search and the columns) and return its key.
+
+        Sorting by a metric also lists child runs flat, without their parent's nesting,
+        so every scored run shows at once."""
+        import hashlib
+        import json
+
+        import mlflow
+
+        columns = [f"metrics.`{name}`" for name in metrics]
+        state = {"orderByKey": columns[0], "orderByAsc": ascending,
+                 "selectedColumns": columns}
+        if context is not None:
+            state["searchFilter"] = (
+                f"tags.`dagster.run_id` = '{context.run.run_id}' AND "
+                f"tags.`dagster.asset_key` = '{context.asset_key.to_user_string()}'")
+        text = json.dumps(state, sort_keys=True)
+        key = hashlib.sha1(text.encode()).hexdigest()[:16]
+        mlflow.MlflowClient(tracking_uri=self._uri()).set_experiment_tag(
+            self.experiment_id(experiment), SHARED_VIEW_TAG + key, text)
+        return key

@@ -153,3 +153,41 @@ def log_comparison(
                 mlflow.log_metrics(metrics)
             links[str(method)] = mlflow_tracker.run_link(run)
     return links
+
+
+# The headline numbers of a comparison, each (task, metric, slice or None for every slice)
+HEADLINES = [("held_out_edges", "auc", "all"), ("recovery", "ari", None),
+             ("purchase_ranking", "recall@10", None)]
+
+
+def headline_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison's headline rows: held-out AUC (all customers), recovery ARI of
+    every slice (planted and behaviour segments), recall@10 of purchase ranking."""
+    keep = np.zeros(len(table), dtype=bool)
+    for task, metric, slice_name in HEADLINES:
+        keep |= ((table["task"] == task) & (table["metric"] == metric)
+                 & ((table["slice"] == slice_name) if slice_name else True)).to_numpy()
+    return table[keep & np.isfinite(table["value"].to_numpy(dtype=float))]
+
+
+def summary_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Every headline number as ``{method}.{task}.{slice}.{metric}``."""
+    return {f"{r.method}.{metric_key(r.task, r.slice, r.metric)}": float(r.value)
+            for r in headline_rows(table).itertuples()}
+
+
+def log_summary(
+    mlflow_tracker: MLflowTracker,
+    table: pd.DataFrame,
+    context: dg.AssetExecutionContext | None,
+    figure_path: str | None = None,
+    experiment: str = COMPARISON_EXPERIMENT,
+) -> str:
+    """The summary run of a comparison: every headline metric, the whole table as JSON,
+    and the figure if any; return its link."""
+    with mlflow_tracker.run(experiment, "summary", context, tags={"summary": "True"}) as run:
+        mlflow.log_table(table, "model_comparison.json")
+        mlflow.log_metrics(summary_metrics(table))
+        if figure_path is not None:
+            mlflow.log_artifact(str(figure_path))
+        return mlflow_tracker.run_link(run)

@@ -42,11 +42,14 @@ def client(home) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
 
 
-def experiment_runs(home, name: str) -> list:
+def experiment_runs(home, name: str, parents: bool = False) -> list:
+    """The experiment's runs logged by assets (with ``parents``: the Dagster runs'
+    parent runs instead, under which those nest)."""
     mlflow_client = client(home)
     experiment = mlflow_client.get_experiment_by_name(name)
     assert experiment is not None, f"no MLflow experiment {name!r}"
-    return mlflow_client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = mlflow_client.search_runs([experiment.experiment_id], max_results=1000)
+    return [run for run in runs if (run.data.tags.get("dagster.parent") == "true") == parents]
 
 
 def chosen_k(home) -> int:
@@ -258,8 +261,18 @@ def test_mlflow_comparison_equals_duckdb(good_run) -> None:
     assert summary.data.tags["dagster.asset_key"] == "model_comparison"
     auc = table[(table["task"] == "held_out_edges") & (table["metric"] == "auc")
                 & (table["slice"] == "all")]
-    assert summary.data.metrics == pytest.approx(
-        {f"{r.method}.held_out_edges.all.auc": r.value for r in auc.itertuples()})
+    headline = {f"{r.method}.held_out_edges.all.auc": r.value for r in auc.itertuples()}
+    # every headline number: held-out AUC, recovery ARI of every slice, recall@10
+    ari = table[(table["task"] == "recovery") & (table["metric"] == "ari")]
+    assert ari["slice"].nunique() >= 1
+    headline |= {f"{r.method}.recovery.{r.slice}.ari": r.value for r in ari.itertuples()
+                 if np.isfinite(r.value)}
+    recall = table[(table["task"] == "purchase_ranking") & (table["metric"] == "recall@10")]
+    headline |= {f"{r.method}.{metric_key(r.task, r.slice, r.metric)}": r.value
+                 for r in recall.itertuples() if np.isfinite(r.value)}
+    assert summary.data.metrics == pytest.approx(headline)
+    assert "model_comparison.json" in {
+        a.path for a in client(good_run.home).list_artifacts(summary.info.run_id)}
 
 
 def test_segment_classifiers_are_logged_models(good_run) -> None:
@@ -345,3 +358,71 @@ def test_rerun_reuses_the_mlflow_experiments(good_run, rerun) -> None:
     by_dagster_run = pd.Series([run.data.tags["dagster.run_id"] for run in runs]).value_counts()
     assert set(by_dagster_run.index) == {good_run.result.run_id, result.run_id}
     assert by_dagster_run.nunique() == 1  # the same candidates both times
+
+
+# --- MLflow as a reviewer opens it (issue 15) -------------------------------------------
+
+
+def test_mlflow_experiments_open_on_runs_and_are_described(good_run) -> None:
+    experiments = {e.name: e for e in client(good_run.home).search_experiments()}
+    assert {"k_selection", "model_comparison", "segments", "segment_classifiers"} <= set(
+        experiments)
+    for name, experiment in experiments.items():
+        assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development", name
+        assert experiment.tags.get("mlflow.note.content"), name
+        # every experiment keeps its artifacts in the state folder
+        assert experiment.artifact_location.removeprefix("file://").startswith(
+            str(good_run.home)), (name, experiment.artifact_location)
+    assert "Default" not in experiments  # MLflow's empty experiment 0 is not listed
+
+
+def test_asset_runs_nest_under_one_parent_per_dagster_run(good_run) -> None:
+    for name in ("k_selection", "model_comparison", "segments"):
+        (parent,) = experiment_runs(good_run.home, name, parents=True)
+        run_id = good_run.result.run_id
+        assert parent.data.tags["dagster.run_id"] == run_id
+        assert parent.info.run_name.endswith(run_id[:8])
+        assert parent.info.status == "FINISHED"
+        children = experiment_runs(good_run.home, name)
+        assert children and all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+                                for run in children), name
+
+
+def test_experiment_links_open_the_runs_view(good_run) -> None:
+    """The link the k_selection asset shows opens the runs table (model training view)
+    on a stored view with the score as a column, only this materialization's runs."""
+    import json
+
+    from segmentation_dagster.resources import SHARED_VIEW_TAG
+
+    events = good_run.result.asset_materializations_for_node("k_selection")
+    link = events[-1].metadata["mlflow_experiment"].value
+    experiment = client(good_run.home).get_experiment_by_name("k_selection")
+    assert f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning" \
+        in link
+    key = link.split("viewStateShareKey=")[1]
+    view = json.loads(experiment.tags[SHARED_VIEW_TAG + key])
+    assert view["orderByKey"] == "metrics.`validation_log_likelihood`"
+    assert "metrics.`validation_log_likelihood`" in view["selectedColumns"]
+    assert good_run.result.run_id in view["searchFilter"]
+
+
+def test_mlflow_writes_nothing_outside_the_state_folder(tmp_path, monkeypatch) -> None:
+    """A tracker used from some working directory leaves it untouched: no ./mlruns, and
+    MLflow's Default experiment (created with the store) points into the state folder."""
+    from segmentation_dagster.resources import MLflowTracker
+
+    cwd, state = tmp_path / "cwd", tmp_path / "state"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    tracker = MLflowTracker(tracking_uri=f"sqlite:///{state / 'mlflow.db'}",
+                            artifact_root=str(state / "mlflow-artifacts"))
+    with tracker.run("scratch", "a run"):
+        mlflow.log_metric("x", 1.0)
+        mlflow.log_text("hello", "note.txt")
+    assert list(cwd.iterdir()) == []
+    store = mlflow.MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    default = store.get_experiment("0")
+    assert default.artifact_location.removeprefix("file://").startswith(str(state))
+    assert default.lifecycle_stage == "deleted"
+    assert [e.name for e in store.search_experiments()] == ["scratch"]

@@ -2,8 +2,8 @@
 each page renders without console errors or broken images, and the numbers it shows equal
 DuckDB's.
 
-The tests marked xfail(strict=True) name a defect of issue 15 that the UI still has; they
-turn into failures ("XPASS(strict)") the day the defect is fixed, so whoever fixes it
+A test marked xfail(strict=True) names a defect of issue 15 that the UI still has; it
+turns into a failure ("XPASS(strict)") the day the defect is fixed, so whoever fixes it
 removes the mark. Screenshots of every page land in $UI_SCREENSHOTS/segmentation-ui/
 (default /tmp) for a person to look at.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -142,8 +143,6 @@ def test_dagster_model_comparison_page(page, dagster_url, ui_state):
     assert_renders_cleanly(page, problems, "dagster_model_comparison")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: every plot sits behind a [Show Markdown] "
-                   "link instead of showing on the asset page")
 @pytest.mark.parametrize("asset", ["customer_segments", "model_comparison"])
 def test_dagster_plots_show_without_a_click(page, dagster_url, ui_state, asset):
     open_asset(page, dagster_url, asset)
@@ -152,16 +151,12 @@ def test_dagster_plots_show_without_a_click(page, dagster_url, ui_state, asset):
     assert rendered_images(page) >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: no plot of the selection score against K "
-                   "on the k_selection asset")
 def test_dagster_k_selection_shows_the_k_figure(page, dagster_url, ui_state):
     open_asset(page, dagster_url, "k_selection")
     screenshot(page, "dagster_k_selection_figure")
     assert rendered_images(page) >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: model_comparison's numbers are a markdown "
-                   "pivot behind [Show Markdown], not table/numeric metadata")
 def test_dagster_model_comparison_shows_headline_numbers(page, dagster_url, ui_state):
     open_asset(page, dagster_url, "model_comparison")
     (auc,) = ui_state.query(
@@ -170,8 +165,6 @@ def test_dagster_model_comparison_shows_headline_numbers(page, dagster_url, ui_s
     assert shows_number(page.inner_text("body"), auc, min_decimals=2)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: case_study_report's markdown links its "
-                   "figure by local file path, which the browser requests from the webserver")
 def test_dagster_case_study_report_images_render(page, dagster_url, ui_state):
     problems = open_asset(page, dagster_url, "case_study_report")
     links = page.get_by_text("[Show Markdown]", exact=True)
@@ -194,13 +187,41 @@ def experiment_ids(mlflow_url) -> dict[str, str]:
     return mlflow_experiments(mlflow_url)
 
 
+def dagster_metadata(ui_state, asset: str, key: str):
+    """The value of metadata ``key`` of the asset's latest materialization, as the
+    Dagster UI shows it."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(ui_state.dagster_home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return event.asset_materialization.metadata[key].value
+
+
+def on_server(link: str, server_url: str) -> str:
+    """``link`` on the test's MLflow server (the run's tracker names the default port)."""
+    parts = urlsplit(link)
+    return server_url + link[len(f"{parts.scheme}://{parts.netloc}"):]
+
+
+def parent_runs(ui_state, experiment_id: str) -> list[str]:
+    """The Dagster runs' parent MLflow runs, under which the scored runs nest."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{ui_state.home / 'mlflow.db'}")
+    return [run.info.run_id for run in client.search_runs(
+        [experiment_id], filter_string="tags.`dagster.parent` = 'true'")]
+
+
 def open_runs_table(page, mlflow_url: str, experiment_id: str, metrics: list[str],
-                    ready: str) -> PageProblems:
+                    ready: str, expanded: list[str] = ()) -> PageProblems:
     """The experiment's runs table with ``metrics`` as columns, as a person gets it by
-    ticking them in the "Columns" picker (MLflow keeps that choice in localStorage)."""
+    ticking them in the "Columns" picker and expanding the ``expanded`` parent runs
+    (MLflow keeps both in localStorage)."""
     key = f'MLflowLocalStorage-1.1-ExperimentPage-["{experiment_id}"]-ReactComponentState'
+    state = json.loads(mlflow_columns_state(metrics))
+    state["runsExpanded"] = {run_id: True for run_id in expanded}
     page.add_init_script(f"localStorage.setItem({json.dumps(key)}, "
-                         f"{json.dumps(mlflow_columns_state(metrics))})")
+                         f"{json.dumps(json.dumps(state))})")
     return open_page(page, f"{mlflow_url}/#/experiments/{experiment_id}/runs", ready)
 
 
@@ -212,9 +233,11 @@ def test_mlflow_k_selection_runs_show_duckdb_scores(page, mlflow_url, experiment
                                                     ui_state):
     scores = k_scores(ui_state)
     # the score is logged as the validation log-likelihood it is
-    problems = open_runs_table(page, mlflow_url, experiment_ids["k_selection"],
+    experiment_id = experiment_ids["k_selection"]
+    problems = open_runs_table(page, mlflow_url, experiment_id,
                                ["validation_log_likelihood"],
-                               ready=scores["candidate"].iloc[0])
+                               ready=scores["candidate"].iloc[0],
+                               expanded=parent_runs(ui_state, experiment_id))
     rows = mlflow_grid_rows(page)
     for run, score in zip(scores["candidate"], scores["score"], strict=True):
         shown = rows_named(rows, run)
@@ -229,8 +252,10 @@ def test_mlflow_model_comparison_runs_show_duckdb_scores(page, mlflow_url, exper
     expected = ui_state.query(
         "SELECT method, value FROM model_comparison WHERE task = 'held_out_edges' "
         "AND slice = 'all' AND metric = 'auc' ORDER BY method")
-    problems = open_runs_table(page, mlflow_url, experiment_ids["model_comparison"],
-                               ["held_out_edges.all.auc"], ready="model_embedding")
+    experiment_id = experiment_ids["model_comparison"]
+    problems = open_runs_table(page, mlflow_url, experiment_id,
+                               ["held_out_edges.all.auc"], ready="model_embedding",
+                               expanded=parent_runs(ui_state, experiment_id))
     rows = mlflow_grid_rows(page)
     for method, auc in zip(expected["method"], expected["value"], strict=True):
         shown = rows_named(rows, method)
@@ -240,12 +265,11 @@ def test_mlflow_model_comparison_runs_show_duckdb_scores(page, mlflow_url, exper
     assert_renders_cleanly(page, problems, "mlflow_model_comparison_runs")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: MLflow opens experiments on the GenAI "
-                   "dashboard (no runs), and its runs table shows no metric columns")
 @pytest.mark.parametrize("experiment", ["k_selection", "model_comparison"])
 def test_mlflow_experiment_link_opens_on_scored_runs(page, mlflow_url, experiment_ids,
                                                      ui_state, experiment):
-    """The link Dagster shows (…/#/experiments/<id>) lands on runs with their scores."""
+    """The link Dagster shows (the asset's ``mlflow_experiment``) lands on the runs table
+    with the score of every run visible (model training view, the score as a column)."""
     if experiment == "k_selection":
         scores = k_scores(ui_state)
         run, value = scores.loc[scores["chosen"], ["candidate", "score"]].iloc[0]
@@ -254,9 +278,10 @@ def test_mlflow_experiment_link_opens_on_scored_runs(page, mlflow_url, experimen
             "SELECT value FROM model_comparison WHERE method = 'model_embedding' "
             "AND task = 'held_out_edges' AND slice = 'all' AND metric = 'auc'")["value"]
         run = "model_embedding"
+    link = dagster_metadata(ui_state, experiment, "mlflow_experiment")
+    assert f"/#/experiments/{experiment_ids[experiment]}/runs" in link, link
     try:
-        problems = open_page(page, f"{mlflow_url}/#/experiments/{experiment_ids[experiment]}",
-                             ready=run, timeout_ms=DEFECT_MS)
+        problems = open_page(page, on_server(link, mlflow_url), ready=run, timeout_ms=READY_MS)
     finally:
         screenshot(page, f"mlflow_{experiment}_link")
     assert any(shows_number(row, value, min_decimals=3)
@@ -264,8 +289,6 @@ def test_mlflow_experiment_link_opens_on_scored_runs(page, mlflow_url, experimen
     assert not problems.errors, problems.errors
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: an empty Default experiment, with its "
-                   "artifacts under ./mlruns outside the state folder")
 def test_mlflow_lists_no_empty_default_experiment(page, mlflow_url, experiment_ids, ui_state):
     from mlflow import MlflowClient
 
