@@ -10,7 +10,8 @@ from segmentation_dagster.resources import DuckDBStore, StateFolder
 
 
 @dg.asset(
-    deps=["customer_segments", "segment_profiles", "model_comparison"],
+    deps=["customer_segments", "segment_profiles", "model_comparison",
+          "segment_stability", "new_customer_segments"],
     group_name="publish",
     kinds={"duckdb", "parquet", "csv"},
 )

@@ -2,6 +2,7 @@
 history."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import mlflow
@@ -9,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 from segmentation_dagster.core import profiles as profiling
+from segmentation_dagster.core.choice import SegmentedPurchaseModel
+from segmentation_dagster.core.clustering import as_2d
 from segmentation_dagster.core.plots import embedding_density
 from segmentation_dagster.core.segment_models import SegmentItemModel
 from segmentation_dagster.core.selection import SegmentedModelEmbedding
+from segmentation_dagster.core.stability import SegmentMatching
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 from segmentation_dagster.settings import RandomSeed
 
@@ -19,10 +23,18 @@ from .common import (
     chosen_method,
     chosen_spec,
     figure_metadata,
+    inline_density,
     load_split_graphs,
-    markdown_table,
+    table_metadata,
 )
 from .methods import demographic_attributes
+from .refresh import (
+    PreviousRun,
+    match_to_previous,
+    matching_table,
+    previous_segments_table,
+    read_previous_run,
+)
 
 SEGMENTS_EXPERIMENT = "segments"
 
@@ -40,11 +52,17 @@ def customer_segments(
     state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """The current segment of every customer: k-means on the embeddings with the chosen
-    spec (step 3; segments under the minimum share folded into the nearest), numbered by
-    increasing like-rate, and each segment's model of the chosen class (step 4):
+    spec (step 3; segments under the minimum share folded into the nearest), and each
+    segment's model of the chosen class (step 4). Segment ids are STABLE: the first run
+    numbers the segments by increasing like-rate; a refresh matches its segments to the
+    last published run's (shared customers, then profile: assets/refresh.py), so a
+    matched segment keeps its id, a new one gets an id never used before, and a vanished
+    id is not reused (ids may have gaps). The tables:
     ``segment_models`` (one row per segment) and, for item-level models,
     ``segment_item_rates`` (the observed segment x item pairs; any other pair is the
-    pooled item rate shifted by the segment's offset).
+    pooled item rate shifted by the segment's offset); ``segment_centres`` (the stored
+    cluster centres that place new customers); ``segment_matching`` and
+    ``previous_customer_segments`` (how the ids were matched, for segment_stability).
 
     These are the run's working tables; ``published_segments`` publishes them (with the
     history of past runs) once every check has passed.
@@ -54,49 +72,70 @@ def customer_segments(
     method = chosen_method(duckdb, split.train, random_seed.value).fit(split.train)
     embedding = duckdb.read_table("customer_embeddings").set_index("customer_id")[
         "embedding"].reindex(split.train.customer_ids).to_numpy()
+    centres = np.bincount(method.labels_, embedding) / method.segment_sizes_
+    # stable ids: matched to the last published run's segments (assets/refresh.py)
+    previous = read_previous_run(Path(state_folder.path))
+    matching = match_to_previous(previous, split.train.customer_ids, method.labels_,
+                                 method.segment_alpha_, centres)
+    ids = np.array([matching.mapping[k] for k in range(method.n_segments_)], dtype=np.int64)
+    context.log.info(identity_message(matching, previous))
     segments = pd.DataFrame({
-        "customer_id": split.train.customer_ids, "segment": method.labels_,
+        "customer_id": split.train.customer_ids, "segment": ids[method.labels_],
         "embedding": embedding, "run_id": context.run.run_id,
         "created_at": datetime.now(UTC).replace(tzinfo=None),
+        "fitted_edges": fitted_edges(duckdb, split.train.customer_ids),
     })
     models = pd.DataFrame({
-        "segment": np.arange(method.n_segments_), "alpha": method.segment_alpha_,
+        "segment": ids, "alpha": method.segment_alpha_,
         "customers": method.segment_sizes_,
-        "centre": np.bincount(method.labels_, embedding) / method.segment_sizes_,
+        "centre": centres,
         "segment_model": type(method.segment_model_).__name__,
         "strength": float(method.segment_model_.strength_),
     })
     with duckdb.connect() as con:
         con.execute("BEGIN TRANSACTION")
-        for name, frame in (("customer_segments", segments), ("segment_models", models),
-                            ("segment_item_rates", segment_item_rates(method, split.train))):
+        for name, frame in (
+            ("customer_segments", segments), ("segment_models", models),
+            ("segment_item_rates", segment_item_rates(method, split.train, ids)),
+            ("segment_centres", segment_centres(method, ids)),
+            ("segment_matching", matching_table(matching, context.run.run_id, previous)),
+            ("previous_customer_segments", previous_segments_table(previous)),
+        ):
             con.register("frame_to_write", frame)
             con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM frame_to_write")
             con.unregister("frame_to_write")
         con.execute("COMMIT")
     duckdb.run_model("segment_sizes")
 
-    figure = embedding_density(embedding, method.labels_, f"Segments (K={method.n_segments_})")
+    figure = embedding_density(embedding, ids[method.labels_],
+                               f"Segments (K={method.n_segments_})")
     plot, path = figure_metadata(figure, "segments", state_folder.folder("figures"))
     with mlflow_tracker.run(SEGMENTS_EXPERIMENT, f"K={method.n_segments_}", context) as run:
         mlflow.log_params({name: str(value) for name, value in spec.items()})
-        mlflow.log_metrics({f"alpha_{k}": a for k, a in enumerate(method.segment_alpha_)})
+        mlflow.log_metrics({f"alpha_{k}": a for k, a in zip(ids, method.segment_alpha_,
+                                                            strict=True)})
         mlflow.log_artifact(str(path))
         link = mlflow_tracker.run_link(run)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(segments),
         "chosen_k": int(method.n_segments_),
         "segment_sizes": dg.MetadataValue.json(method.segment_sizes_.tolist()),
-        "segment_models": markdown_table(models),
-        "preview": markdown_table(segments.drop(columns=["run_id"]), 10),
-        "density_with_boundaries": plot,
+        "segment_models": table_metadata(models),
+        "preview": table_metadata(segments.drop(columns=["run_id"]), 10),
+        # inline: short SVG markdown shows without a click (the PNG is in MLflow)
+        "density_with_boundaries": inline_density(
+            embedding, ids[method.labels_],
+            f"Embedding density, K={method.n_segments_} (red: boundaries)"),
+        "density_figure_file": dg.MetadataValue.path(str(path)),
         "mlflow_run": dg.MetadataValue.url(link),
     })
 
 
-def segment_item_rates(method: SegmentedModelEmbedding, graph) -> pd.DataFrame:
+def segment_item_rates(method: SegmentedModelEmbedding, graph,
+                       ids: np.ndarray | None = None) -> pd.DataFrame:
     """The item-level segment model's observed (segment, item) cells, with their rates;
-    empty for segment models that are not per item."""
+    empty for segment models that are not per item. ``ids`` maps the fit's labels to
+    stable segment ids (default: the labels)."""
     model = method.segment_model_
     columns = {"segment": pd.Series(dtype="int64"), "item_id": pd.Series(dtype="string"),
                "edges": pd.Series(dtype="int64"), "likes": pd.Series(dtype="float64"),
@@ -104,10 +143,49 @@ def segment_item_rates(method: SegmentedModelEmbedding, graph) -> pd.DataFrame:
     if not isinstance(model, SegmentItemModel):
         return pd.DataFrame(columns)
     segment, item = np.divmod(model.pair_keys_, model.n_units_)
+    stable = segment if ids is None else np.asarray(ids)[segment]
     return pd.DataFrame({
-        "segment": segment, "item_id": graph.item_ids[item], "edges": model.pair_edges_,
+        "segment": stable, "item_id": graph.item_ids[item], "edges": model.pair_edges_,
         "likes": model.pair_likes_, "rate": model.predict_segment_proba(segment, item),
     })
+
+
+def segment_centres(method: SegmentedModelEmbedding | SegmentedPurchaseModel,
+                    ids: np.ndarray) -> pd.DataFrame:
+    """One row per cluster of the fit (before small clusters were folded into large
+    ones): its centre in the embedding and the stable id of the segment it maps to. With
+    the pooled model, exactly what ``assign`` uses to place a new customer
+    (segmentation_dagster/score.py); K=1 stores one cluster (centre [0.0])."""
+    if isinstance(method, SegmentedPurchaseModel):
+        fitted = None if method.clusterer_ is None else method.clusterer_.cluster_centers_
+    else:
+        fitted = None if method.segmenter_ is None else method.segmenter_.cluster_centers_
+    centres = np.zeros((1, 1)) if fitted is None else as_2d(fitted)
+    return pd.DataFrame({
+        "cluster": np.arange(len(centres)),
+        "segment": np.asarray(ids)[method.cluster_map_[:len(centres)]],
+        "centre": pd.Series([row.astype(float).tolist() for row in centres], dtype=object),
+    })
+
+
+def fitted_edges(duckdb: DuckDBStore, customer_ids: np.ndarray) -> np.ndarray:
+    """Each customer's number of preference edges when segmented: a later run assigns
+    the customers whose edges grew since (new_customer_segments)."""
+    counts = duckdb.query("SELECT customer_id, count(*) AS n FROM preference_edges "
+                          "GROUP BY customer_id").set_index("customer_id")["n"]
+    return counts.reindex(customer_ids).fillna(0).to_numpy(dtype=np.int64)
+
+
+def identity_message(matching: SegmentMatching, previous: PreviousRun | None) -> str:
+    """One log line on how the segments got their ids."""
+    if matching.first_run:
+        return ("first run: no published segmentation to match, segments numbered by "
+                "like-rate")
+    table = matching.table()
+    kept = table[table["method"] != "new"]
+    return (f"segment ids matched to published run {previous.run_id}: "
+            f"{len(kept)} kept ({int((table['method'] == 'profile').sum())} by profile), "
+            f"new {matching.new_segments or 'none'}, vanished {matching.vanished or 'none'}")
 
 
 @dg.asset(deps=[customer_segments, "pooled_model"], group_name="segments",

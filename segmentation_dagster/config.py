@@ -15,6 +15,7 @@ from .settings import (
     MethodSettings,
     NMFSettings,
     RandomSeed,
+    RefreshSettings,
     UniconModelSettings,
 )
 
@@ -54,6 +55,7 @@ def build_resources(home: str | None = None, **overrides) -> dict:
         "unicon_model_settings": UniconModelSettings(),
         "behaviour_segment_settings": BehaviourSegmentSettings(),
         "lookalike_settings": LookalikeSettings(),
+        "refresh_settings": RefreshSettings(),
     }
     resources.update(overrides)
     if resources["source"].kind == "synthetic" and "method_settings" not in overrides:
