@@ -39,8 +39,10 @@ clean:
 $(DAGSTER_HOME)/dagster.yaml: $(STAMP)
 	$(BIN)/python -c "from segmentation_dagster.instance import write_dagster_yaml; write_dagster_yaml('$(DAGSTER_HOME)')"
 
+# `make run JOB=segmentation` runs one job (segmentation, nmf, unicon, case_study, all);
+# without JOB, SEGMENTATION_JOB, else all
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m segmentation_dagster.run
+	SEGMENTATION_JOB=$(or $(JOB),$(SEGMENTATION_JOB),all) $(BIN)/python -m segmentation_dagster.run
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml

@@ -73,6 +73,17 @@ def log_model(network: torch.nn.Module, name: str) -> None:
                              pip_requirements=[f"torch=={torch.__version__}"])
 
 
+# the slice of the next-item rows measured on sequences in file order (no timestamps):
+# they measure how the file is sorted as much as what customers do
+FILE_ORDER_SLICE = "all (file order)"
+FILE_ORDER_WARNING = (
+    "raw_interactions has no timestamps: UNICON's sequences follow the order of the "
+    "interactions file, so its next-item scores (slice 'all (file order)' in "
+    "model_comparison) measure that order; on a file sorted by item or customer they are "
+    "meaningless. Add a timestamp column to the interactions for real sequences."
+)
+
+
 def timestamp_order(duckdb: DuckDBStore) -> str:
     """How sequences are ordered: by timestamp, or (no timestamps at all) by file order.
     Some dated and some undated events is an error naming the column."""
@@ -126,11 +137,15 @@ def load_embeddings(duckdb: DuckDBStore, customer_ids: np.ndarray) -> np.ndarray
 @dg.asset(deps=["raw_interactions", "raw_items", "raw_customers"], group_name=GROUP,
           kinds={"sql", "duckdb"})
 def customer_sequences(
-    duckdb: DuckDBStore, unicon_model_settings: UniconModelSettings
+    context: dg.AssetExecutionContext, duckdb: DuckDBStore,
+    unicon_model_settings: UniconModelSettings,
 ) -> dg.MaterializeResult:
     """Per customer, interactions in time order with the event type and the item's
-    attributes, cut to the last ``max_events`` (dbt_like_sql/customer_sequences.sql)."""
+    attributes, cut to the last ``max_events`` (dbt_like_sql/customer_sequences.sql).
+    Without any timestamp, the file order, with a warning in the run's log."""
     order = timestamp_order(duckdb)
+    if order.startswith("file order"):
+        context.log.warning(FILE_ORDER_WARNING)
     max_events = unicon_model_settings.max_events
     rows = duckdb.run_model("customer_sequences", {"max_events": max_events})
     stats = duckdb.query(
@@ -200,13 +215,23 @@ def unicon_model(
     dataset = source_info(duckdb, "dataset")
     vocabulary = build_vocabulary(sequences, items, customers)
     encoded = encode_sequences(sequences, vocabulary, customers)
+    file_order = timestamp_order(duckdb).startswith("file order")
+    if file_order:
+        context.log.warning(FILE_ORDER_WARNING)
     evaluation = evaluate_next_item(
         encoded.data, vocabulary, s.unicon_config(random_seed.value), max_len=s.max_events,
         on_epoch=lambda r: context.log.info(
-            f"epoch {r.epoch}: loss {r.train_loss:.3f}, validation NDCG@10 "
-            f"{r.validation_ndcg:.4f} ({r.seconds:.1f} s)"))
+            f"epoch {r.epoch}/{s.max_epochs}: loss {r.train_loss:.3f}, validation NDCG@10 "
+            f"{r.validation_ndcg:.4f} ({r.seconds:.1f} s; {r.elapsed:.0f} of at most "
+            f"{s.max_seconds:g} s, about {r.seconds_left:.0f} s left)"))
     model = evaluation.model
-    table = score_frame(core_rows(dataset, "next_item", evaluation.scores))
+    if model.stopped_by_ == "budget":
+        context.log.warning(
+            f"UNICON's training reached its budget of {s.max_seconds:g} s after "
+            f"{len(model.history_)} epochs and kept the best so far (epoch "
+            f"{model.best_epoch_}); raise unicon_model_settings.max_seconds for more")
+    table = score_frame(core_rows(dataset, "next_item", evaluation.scores,
+                                  slice=FILE_ORDER_SLICE if file_order else "all"))
     duckdb.write_table("unicon_next_item_scores", table)
     model.save(model_path(state_folder))
     curve, curve_path = save_figure(figures.training_curve(model.history_),
@@ -220,6 +245,10 @@ def unicon_model(
         "scores": markdown_table(table[["method", "metric", "value"]]),
         "best_epoch": model.best_epoch_,
         "epochs": len(model.history_),
+        "stopped_by": model.stopped_by_,
+        "budget_seconds": s.max_seconds,
+        "threads": model.threads_,
+        "sequence_order": "file order" if file_order else "timestamp",
         "train_seconds": evaluation.seconds,
         "device": str(model.device_),
         "parameters": sum(p.numel() for p in model.network_.parameters()),

@@ -45,7 +45,7 @@ def _validate(frame: pd.DataFrame, name: str, expectations: list) -> dg.AssetChe
     for expectation in expectations:
         suite.add_expectation(expectation)
     result = batch.validate(suite)
-    failures = []
+    failures, problems = [], []
     for item in result.results:
         if item.success:
             continue
@@ -55,16 +55,92 @@ def _validate(frame: pd.DataFrame, name: str, expectations: list) -> dg.AssetChe
                   if item.result.get(k) is not None}
         column = config.kwargs.get("column") or config.kwargs.get("column_list", "")
         failures.append(f"{config.type}({column}): {detail}")
+        problems.append(plain_failure(name, config.type, dict(config.kwargs), detail, frame))
+    # the description leads with plain words; the raw Great Expectations text follows
+    plain = " ".join(problems)
+    raw = "; ".join(failures)
     return dg.AssetCheckResult(
         passed=bool(result.success),
         metadata={
             "rows": len(frame),
             "expectations": len(result.results),
             "failed": len(failures),
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
             "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none"),
         },
-        description="; ".join(failures)[:1000] or None,
+        description=(f"{plain}\n\nGreat Expectations: {raw}"[:2000] if failures else None),
     )
+
+
+# what each table is, in the words of the files a user supplies
+TABLE_FILES = {"raw_interactions": "interactions", "raw_items": "items",
+               "raw_customers": "customers"}
+
+
+def _examples(values, n: int = 3) -> str:
+    shown = list(dict.fromkeys(repr(v) for v in (values or [])))[:n]
+    return f" (e.g. {', '.join(shown)})" if shown else ""
+
+
+def _value_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plain_failure(table: str, expectation: str, kwargs: dict, detail: dict,
+                  frame: pd.DataFrame) -> str:
+    """One failed Great Expectations result in plain words: what is wrong, in which table
+    and column, with example values, and what to do about it."""
+    what = TABLE_FILES.get(table, table)
+    column = kwargs.get("column")
+    count = detail.get("unexpected_count")
+    examples = _examples(detail.get("partial_unexpected_list"))
+    observed = detail.get("observed_value")
+    if expectation == "expect_column_to_exist":
+        return (f"The {what} table has no column `{column}`: add it to the {what} file "
+                "(see the README's input format).")
+    if expectation == "expect_column_values_to_not_be_null":
+        return (f"{count} rows of {what} have no {column}: fill it in or drop those rows.")
+    if expectation == "expect_column_values_to_be_in_set":
+        allowed = ", ".join(map(str, kwargs.get("value_set") or []))
+        return (f"{count} rows of {what} have an unknown {column}{examples}; known: "
+                f"{allowed}. Map them to a known {column}, or add theirs to the "
+                f"`allowed_events` setting (resources.input_rules).")
+    if expectation == "expect_column_values_to_be_unique":
+        return (f"{count} rows of {what} repeat a {column}{examples}: keep one row per "
+                f"{column}.")
+    if expectation == "expect_compound_columns_to_be_unique":
+        columns = ", ".join(kwargs.get("column_list") or [])
+        return (f"{count} rows of {what} repeat the same ({columns}){examples}: drop the "
+                "duplicates.")
+    if expectation == "expect_column_values_to_be_between":
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        if low == 0 and high is None and kwargs.get("strict_min"):
+            return (f"{count} values in column `{column}` of {what} are not positive"
+                    f"{examples}: a purchase-only log needs every value to be the same "
+                    "positive number (1 for each purchase).")
+        bounds = f"from {_value_text(low)} to {_value_text(high)}"
+        if low is None:
+            bounds = f"at most {_value_text(high)}"
+        elif high is None:
+            bounds = f"at least {_value_text(low)}"
+        return (f"{count} values in column `{column}` of {what} are outside the allowed "
+                f"range ({bounds}){examples}: fix those rows, or change the range in the "
+                "`min_value` / `max_value` settings (resources.input_rules).")
+    if expectation == "expect_column_unique_value_count_to_be_between":
+        if column == "value" and observed == 1:
+            values = frame[column].dropna().unique() if column in frame else []
+            value = _value_text(values[0]) if len(values) else "the same"
+            return (f"Every value in column `value` of {what} is {value}: every label "
+                    "would be the same, so nothing can be segmented. A purchase-only log "
+                    "needs the values to be the same positive number (1 for each "
+                    "purchase); ratings or likes need at least two different values.")
+        low = kwargs.get("min_value")
+        setting = {"customer_id": "min_customers", "item_id": "min_items"}.get(column)
+        action = (f"supply more, or lower the `{setting}` setting (resources.input_rules)"
+                  if setting else "supply more varied data")
+        return (f"{what.capitalize()} has only {observed} distinct {column}, at least "
+                f"{low} are needed: {action}.")
+    return f"{what.capitalize()} fails {expectation} on {column}: {detail}."
 
 
 @dg.asset_check(asset="raw_interactions", blocking=True)
@@ -165,27 +241,45 @@ def embeddings_are_finite(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset="customer_segments", blocking=True)
-def every_customer_has_a_segment(duckdb: DuckDBStore) -> dg.AssetCheckResult:
-    """Every customer of the preference graph has exactly one segment."""
-    return _sql_check(
-        duckdb,
-        "SELECT (SELECT count(DISTINCT customer_id) FROM preference_edges "
-        " WHERE customer_id NOT IN (SELECT customer_id FROM customer_segments)) "
-        "+ (SELECT count(*) - count(DISTINCT customer_id) FROM customer_segments)",
-        "customers without exactly one segment",
-    )
+EVERY_CUSTOMER_HAS_A_SEGMENT = (
+    "SELECT (SELECT count(DISTINCT customer_id) FROM preference_edges "
+    " WHERE customer_id NOT IN (SELECT customer_id FROM customer_segments)) "
+    "+ (SELECT count(*) - count(DISTINCT customer_id) FROM customer_segments)"
+)
+NO_SEGMENT_IS_EMPTY = (
+    "SELECT (SELECT count(*) FROM segment_models m WHERE NOT EXISTS "
+    "  (SELECT 1 FROM customer_segments c WHERE c.segment = m.segment)) "
+    "+ (SELECT count(*) - count(DISTINCT segment) FROM segment_models) "
+    "+ (SELECT count(*) FROM customer_segments WHERE segment IS NULL "
+    "   OR segment NOT IN (SELECT segment FROM segment_models))"
+)
 
 
-@dg.asset_check(asset="customer_segments", blocking=True)
-def no_segment_is_empty(duckdb: DuckDBStore) -> dg.AssetCheckResult:
-    """Segments are numbered 0..K-1 with no gap: no segment is empty."""
-    return _sql_check(
-        duckdb,
-        "SELECT max(segment) + 1 - count(DISTINCT segment) FROM customer_segments",
-        "empty segments",
-    )
+# One multi-asset check for both: two single blocking checks on one asset made the job's
+# snapshot id differ between processes (Dagster orders them unstably), so a re-executed
+# run warned that it "may be a different version"
+@dg.multi_asset_check(specs=[
+    dg.AssetCheckSpec("every_customer_has_a_segment", asset="customer_segments",
+                      blocking=True,
+                      description="Every customer of the preference graph has exactly one "
+                                  "segment."),
+    dg.AssetCheckSpec("no_segment_is_empty", asset="customer_segments", blocking=True,
+                      description="Every segment of segment_models has at least one "
+                                  "customer, and every customer's segment is one of them "
+                                  "(stable ids may have gaps: a vanished segment's id is "
+                                  "never reused)."),
+])
+def customer_segment_checks(duckdb: DuckDBStore):
+    for name, sql, what in (
+        ("every_customer_has_a_segment", EVERY_CUSTOMER_HAS_A_SEGMENT,
+         "customers without exactly one segment"),
+        ("no_segment_is_empty", NO_SEGMENT_IS_EMPTY, "empty or unlisted segments"),
+    ):
+        result = _sql_check(duckdb, sql, what)
+        yield dg.AssetCheckResult(check_name=name, asset_key="customer_segments",
+                                  passed=result.passed, metadata=result.metadata,
+                                  description=result.description)
 
 
 input_checks = [raw_interactions_expectations, raw_items_expectations, raw_customers_expectations]
-output_checks = [embeddings_are_finite, every_customer_has_a_segment, no_segment_is_empty]
+output_checks = [embeddings_are_finite, customer_segment_checks]

@@ -14,21 +14,22 @@ from assets import (
     methods,
     nmf,
     publish,
+    refresh,
     segments,
     unicon,
 )
 
-from .automation import daily_refresh, new_files_sensor, segmentation_job
+from .automation import JOBS, daily_refresh, new_files_sensor
 from .checks import input_checks, output_checks
 from .config import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
         [ingest, graph, embedding, segments, methods, classifiers, comparison, cold_start, nmf,
-         unicon, behaviour, lookalike, publish]
+         unicon, behaviour, lookalike, publish, refresh]
     ),
     asset_checks=[*input_checks, *output_checks],
-    jobs=[segmentation_job],
+    jobs=list(JOBS.values()),
     schedules=[daily_refresh],
     sensors=[new_files_sensor],
     resources=build_resources(),

@@ -9,6 +9,9 @@ Environment variables (each optional; `make` passes them through):
 - SEGMENTATION_INTERACTIONS, SEGMENTATION_ITEMS, SEGMENTATION_CUSTOMERS: the ``files`` paths.
 - SEGMENTATION_SEED: the one seed behind every random choice (splits, K selection, every
   method, NMF, UNICON and torch); default 0.
+- SEGMENTATION_JOB: the job ``make run``, the daily schedule and the new-files sensor run
+  (``segmentation``, ``nmf``, ``unicon``, ``case_study`` or ``all``, see automation.py);
+  default ``all``. ``make run JOB=segmentation`` sets it.
 
 Nothing else in the project calls ``os.environ``: the resources are built from these
 values once (``config.build_resources``), and every path is passed on explicitly, so
@@ -54,6 +57,11 @@ def seed_from_environment() -> int:
         raise ValueError(
             f"SEGMENTATION_SEED must be an integer, got {value!r}; unset it for the default 0"
         ) from None
+
+
+def job_from_environment() -> str:
+    """The job named by SEGMENTATION_JOB (default ``all``); automation.py checks the name."""
+    return os.environ.get("SEGMENTATION_JOB", "").strip() or "all"
 
 
 def dagster_home(home: Path) -> str:
@@ -142,6 +150,17 @@ class MethodSettings(dg.ConfigurableResource):
         }
 
 
+class RefreshSettings(dg.ConfigurableResource):
+    """How far a refresh may drift from the previous published run before the
+    ``segmentation_is_stable`` check warns (resource key ``refresh_settings``): the
+    adjusted Rand index on the customers of both runs below ``min_ari``, or a segment's
+    share of the customers moving by more than ``max_share_change``. The warning never
+    stops a run."""
+
+    min_ari: float = 0.8
+    max_share_change: float = 0.1
+
+
 class ColdStartSettings(dg.ConfigurableResource):
     """Genres to evaluate (any genre of the source) and the K range of the protocol."""
 
@@ -168,6 +187,19 @@ class UniconModelSettings(dg.ConfigurableResource):
 
     The default model is small (d=32, 2 layers, 2 heads, at most 15 epochs) so that
     ``make run`` stays within its budget; larger data deserve d_model=64, max_events=200.
+
+    Every network fit (the next-item model, and the lookalike pretraining and classifier,
+    each on its own) is bounded by ``max_epochs`` and by ``max_seconds`` of wall-clock
+    time: at the budget it stops within a batch, keeps the best validated weights so far
+    and reports ``stopped_by: budget``. The run log shows each epoch with an estimate of
+    the time left.
+
+    ``threads``: the CPU threads torch may use, capped by the cores this process may run on
+    (its CPU affinity, ``os.sched_getaffinity``, and a cgroup CPU quota such as
+    ``docker --cpus``); 0 takes every such core. More threads than free cores make each
+    parallel operation wait for a descheduled thread (an epoch ran 10x slower next to one
+    busy process): on a shared machine use 1. The load of other processes is not read,
+    so a seeded run gives the same model on a quiet and on a busy machine.
     """
 
     max_events: int = 50
@@ -178,6 +210,7 @@ class UniconModelSettings(dg.ConfigurableResource):
     learning_rate: float = 3e-3
     batch_size: int = 128
     max_epochs: int = 15
+    max_seconds: float = 600.0
     patience: int = 3
     threads: int = 2
     # "auto": a CUDA GPU when the installed torch build sees one, else the CPU

@@ -23,6 +23,7 @@ SEGMENTATION_VARIABLES = (
     "SEGMENTATION_ITEMS",
     "SEGMENTATION_CUSTOMERS",
     "SEGMENTATION_SEED",
+    "SEGMENTATION_JOB",
 )
 SMALL_SYNTHETIC = {"kind": "synthetic", "synthetic_customers": 400, "synthetic_items": 120}
 # The methods the comparison must always hold; more may be added to core/registry.py.
@@ -34,6 +35,7 @@ EXPECTED_ASSETS = {
     "preference_edges", "edge_split",
     "pooled_model", "customer_embeddings", "k_selection",
     "customer_segments", "segment_profiles", "published_segments",
+    "segment_stability", "new_customer_segments",
     *(f"method_{name}" for name in METHODS),
     "segment_classifiers",
     "model_comparison",
@@ -53,6 +55,7 @@ OUTPUT_CHECKS = {
     ("customer_embeddings", "embeddings_are_finite"),
     ("customer_segments", "every_customer_has_a_segment"),
     ("customer_segments", "no_segment_is_empty"),
+    ("segment_stability", "segmentation_is_stable"),
 }
 
 
@@ -74,7 +77,7 @@ def run_segmentation_job(resources: dict, **kwargs) -> dg.ExecuteInProcessResult
         resources=resources,
         executor=dg.in_process_executor,
     )
-    job = definitions.resolve_job_def("segmentation_job")
+    job = definitions.resolve_job_def("all")
     return job.execute_in_process(raise_on_error=False, **kwargs)
 
 

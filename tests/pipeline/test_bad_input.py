@@ -332,3 +332,22 @@ def test_new_files_sensor_requests_a_run_only_when_the_files_change(
     os.utime(files.customers, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     touched = new_files_sensor(sensor_context(cursor))
     assert isinstance(touched, dg.RunRequest) and touched.run_key != cursor
+
+
+def test_customers_with_a_single_interaction_get_a_plain_error(
+    state: Path, good_tables, tmp_path: Path, good_run
+) -> None:
+    """Every customer has one interaction: nothing can be held out, and the run says so
+    in words instead of crashing in K selection; the published segments are kept."""
+    tables = {name: frame.copy() for name, frame in good_tables.items()}
+    first = tables["interactions"].drop_duplicates("customer_id")
+    tables["interactions"] = first.assign(value=[i % 2 for i in range(len(first))])
+    files = write_files(tmp_path / "files", tables)
+    result = run_on_files(state, files)
+    assert not result.success
+    failures = failure_messages(result)
+    # UNICON, on its own branch, refuses too: no customer has a sequence to learn from
+    assert "edge_split" in failures and set(failures) <= {"edge_split", "unicon_model"}, failures
+    assert "no customer has enough interactions to hold any out" in failures["edge_split"]
+    assert "at least 2" in failures["edge_split"]
+    pd.testing.assert_frame_equal(current_segments(state), current_segments(good_run.home))

@@ -24,7 +24,7 @@ def test_every_resource_is_bound() -> None:
     assert set(defs.resources) == {
         "duckdb", "mlflow_tracker", "state_folder", "source", "random_seed", "method_settings",
         "input_rules", "cold_start_settings", "nmf_settings", "unicon_model_settings",
-        "behaviour_segment_settings", "lookalike_settings",
+        "behaviour_segment_settings", "lookalike_settings", "refresh_settings",
     }
 
 
@@ -59,20 +59,24 @@ def test_every_check_is_defined_and_inputs_block() -> None:
 
 
 def test_job_schedule_and_sensor() -> None:
-    job = defs.resolve_job_def("segmentation_job")
+    """The `all` job selects every asset; the schedule and the sensor run the configured
+    job, `all` by default (tests/pipeline/test_jobs.py: the other jobs, SEGMENTATION_JOB)."""
+    job = defs.resolve_job_def("all")
     assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} \
         == EXPECTED_ASSETS
+    assert {job.name for job in defs.jobs} == {"segmentation", "nmf", "unicon",
+                                               "case_study", "all"}
 
     schedules = {schedule.name: schedule for schedule in defs.schedules}
     assert set(schedules) == {"daily_refresh"}
     daily = schedules["daily_refresh"]
     assert daily.cron_schedule == "0 3 * * *"
     assert daily.execution_timezone == "UTC"
-    assert daily.job_name == "segmentation_job"
+    assert daily.job_name == "all"
 
     sensors = {sensor.name: sensor for sensor in defs.sensors}
     assert set(sensors) == {"new_files_sensor"}
-    assert sensors["new_files_sensor"].job_name == "segmentation_job"
+    assert sensors["new_files_sensor"].job_name == "all"
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -8,12 +8,26 @@ and restores them afterwards (the pipeline runs many assets in one process).
 first CUDA GPU when the installed torch build sees one, else the CPU; ``"cpu"``,
 ``"cuda"`` or ``"cuda:1"`` ask for one. On a GPU, results are seeded but not bit-for-bit
 reproducible: some CUDA kernels have no deterministic version, so determinism only warns.
+
+Every fit is bounded: ``max_epochs`` and ``max_seconds`` (a wall-clock budget, None for
+none). The budget is checked after every batch: at the budget the fit stops in the middle
+of an epoch, drops that unvalidated epoch and keeps the best validated weights so far;
+``stopped_by_`` says what ended it ("budget", "patience" or "max_epochs"). Each epoch is
+logged (logger ``segmentation_dagster.core.sequence.train``, and ``on_epoch``) with an
+estimate of the time left.
+
+The CPU thread count is ``UniconConfig.threads`` capped by the cores this process may
+actually use (:func:`available_cores`): more threads than cores makes every parallel
+operation wait for a descheduled thread, so one busy neighbour slowed an epoch tenfold.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +44,8 @@ from .data import SequenceData, Vocabulary
 from .metrics import hit_rate, ndcg, rank_targets, top_k
 from .model import ClassAttentionHead, LookalikeNetwork, UniconNetwork
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class UniconConfig:
@@ -43,7 +59,10 @@ class UniconConfig:
     max_epochs: int = 50
     patience: int = 3
     seed: int = 0
+    # the CPU threads wanted; capped by available_cores(); 0: every available core
     threads: int = 2
+    # the wall-clock budget of one fit, in seconds (None: no budget, max_epochs only)
+    max_seconds: float | None = None
     eval_k: int = 10
     # inference batch (no gradients, so larger)
     inference_batch_size: int = 512
@@ -75,6 +94,70 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on: its CPU affinity (``taskset``, a container's
+    cpuset), further capped by a cgroup v2 CPU quota (``docker --cpus``), at least 1.
+
+    The load of other processes is deliberately not used: the thread count changes the
+    order of floating-point reductions, so a seeded fit would give different results on a
+    busy and on a quiet machine. On a machine shared with busy neighbours, set the
+    ``threads`` setting to 1.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as handle:
+            quota, period = handle.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(math.floor(int(quota) / int(period)), 1))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity is the limit
+    return max(cores, 1)
+
+
+def thread_count(threads: int) -> int:
+    """The torch threads of a fit: ``threads`` (0: all) capped by :func:`available_cores`."""
+    if int(threads) < 0:
+        raise ValueError(f"threads must be 0 (every available core) or positive, got {threads}")
+    cores = available_cores()
+    return cores if int(threads) == 0 else min(int(threads), cores)
+
+
+class _Clock:
+    """The budget of one fit: elapsed time, whether it is spent, and an estimate of the
+    time left (the mean epoch so far times the epochs left, at most the budget left)."""
+
+    def __init__(self, max_seconds: float | None, max_epochs: int) -> None:
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive or None, got {max_seconds}")
+        if int(max_epochs) < 1:
+            raise ValueError(f"max_epochs must be at least 1, got {max_epochs}")
+        self.max_seconds, self.max_epochs = max_seconds, int(max_epochs)
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def spent(self) -> bool:
+        return self.max_seconds is not None and self.elapsed() >= self.max_seconds
+
+    def seconds_left(self, epochs_done: int) -> float:
+        elapsed = self.elapsed()
+        left = elapsed / max(epochs_done, 1) * (self.max_epochs - epochs_done)
+        if self.max_seconds is not None:
+            left = min(left, max(self.max_seconds - elapsed, 0.0))
+        return left
+
+    def progress(self, what: str, epoch: int, detail: str) -> None:
+        """Log one epoch with the time left (the patience may stop the fit earlier)."""
+        budget = f" of {self.max_seconds:g}" if self.max_seconds is not None else ""
+        logger.info("%s epoch %d/%d: %s; %.1f s%s elapsed, at most about %.0f s left",
+                    what, epoch, self.max_epochs, detail, self.elapsed(), budget,
+                    self.seconds_left(epoch))
+
+
 @contextlib.contextmanager
 def torch_session(seed: int | None, threads: int,
                   device: torch.device | None = None) -> Iterator[None]:
@@ -85,7 +168,7 @@ def torch_session(seed: int | None, threads: int,
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     previous_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.set_num_threads(max(int(threads), 1))
+    torch.set_num_threads(thread_count(threads))
     # CUDA has ops without a deterministic kernel (and cuBLAS needs an environment
     # variable set before start-up): there determinism is asked for but only warns
     on_gpu = device is not None and device.type == "cuda"
@@ -142,6 +225,9 @@ class EpochRecord:
     validation_hr: float
     validation_ndcg: float
     seconds: float
+    # since the fit started, and the estimate of the time left (see _Clock)
+    elapsed: float = float("nan")
+    seconds_left: float = float("nan")
 
 
 def seen_so_far(items: torch.Tensor, n_items: int, predicting: torch.Tensor) -> torch.Tensor:
@@ -172,7 +258,9 @@ class NextItemModel(BaseEstimator):
     0.223).
 
     ``fit(train, vocabulary, validation=(inputs, targets))`` keeps the weights of the best
-    validation epoch; ``history_`` has one :class:`EpochRecord` per epoch.
+    validation epoch; ``history_`` has one :class:`EpochRecord` per finished epoch;
+    ``stopped_by_`` is "budget" (``config.max_seconds`` reached), "patience" or
+    "max_epochs"; ``threads_`` the CPU threads it trained with.
     """
 
     def __init__(self, config: UniconConfig | None = None) -> None:
@@ -201,34 +289,51 @@ class NextItemModel(BaseEstimator):
         if validation is not None and validation[0].max_len > max_len:
             max_len = validation[0].max_len
         device = resolve_device(c.device)
+        clock = _Clock(c.max_seconds, c.max_epochs)
         with torch_session(c.seed, c.threads, device):
+            self.threads_ = torch.get_num_threads()
             self.network_ = UniconNetwork(vocabulary, max_len, c.d_model, c.n_heads,
                                           c.n_layers, c.dropout).to(device)
             optimiser = torch.optim.AdamW(self.network_.parameters(), lr=c.learning_rate,
                                           weight_decay=c.weight_decay)
             rng = np.random.default_rng(c.seed)
             self.history_: list[EpochRecord] = []
+            self.stopped_by_ = "max_epochs"
             best_score, best_state, waited = -np.inf, None, 0
             for epoch in range(1, c.max_epochs + 1):
                 started = time.perf_counter()
-                loss = self._train_epoch(train, trainable, optimiser, rng)
+                loss = self._train_epoch(train, trainable, optimiser, rng, clock)
+                if loss is None:  # the budget ran out in the middle of this epoch
+                    self.stopped_by_ = "budget"
+                    if self.history_:
+                        break  # drop the unfinished epoch: the best finished one is kept
+                    # not one epoch in the budget: keep (and score) what was learned
+                    loss = float("nan")
                 hr = score = float("nan")
                 if validation is not None:
                     ranks = self.rank(*validation)
                     hr, score = hit_rate(ranks, c.eval_k), ndcg(ranks, c.eval_k)
-                record = EpochRecord(epoch, loss, hr, score, time.perf_counter() - started)
+                record = EpochRecord(epoch, loss, hr, score, time.perf_counter() - started,
+                                     clock.elapsed(), clock.seconds_left(epoch))
                 self.history_.append(record)
+                clock.progress("next-item", epoch,
+                               f"loss {loss:.3f}, validation NDCG@{c.eval_k} {score:.4f}")
                 if on_epoch is not None:
                     on_epoch(record)
-                if validation is None:
-                    continue
-                if score > best_score:
-                    best_score, waited = score, 0
-                    best_state = copy.deepcopy(self.network_.state_dict())
-                else:
-                    waited += 1
-                    if waited >= c.patience:
-                        break
+                if self.stopped_by_ == "budget":
+                    break
+                if validation is not None:
+                    if score > best_score:
+                        best_score, waited = score, 0
+                        best_state = copy.deepcopy(self.network_.state_dict())
+                    else:
+                        waited += 1
+                        if waited >= c.patience:
+                            self.stopped_by_ = "patience"
+                            break
+                if clock.spent():
+                    self.stopped_by_ = "budget"
+                    break
             if best_state is not None:
                 self.network_.load_state_dict(best_state)
         self.best_epoch_ = (
@@ -237,10 +342,13 @@ class NextItemModel(BaseEstimator):
         )
         return self
 
-    def _train_epoch(self, train, trainable, optimiser, rng) -> float:
+    def _train_epoch(self, train, trainable, optimiser, rng, clock: _Clock) -> float | None:
+        """The epoch's mean loss per predicted event; None when the budget ran out first."""
         network = self.network_.train()
         total, tokens = 0.0, 0
         for rows in _shuffled_batches(train.lengths, trainable, self.config.batch_size, rng):
+            if clock.spent():
+                return None
             items, events, features, _ = _batch(train, rows, self.device_)
             hidden = network(items, events, features)
             # the output at event t (model position t + 1) predicts event t + 1
@@ -347,6 +455,7 @@ class NextItemModel(BaseEstimator):
                 "state_dict": self.network_.state_dict(),
                 "history": [asdict(r) for r in self.history_],
                 "best_epoch": self.best_epoch_,
+                "stopped_by": self.stopped_by_,
             },
             path,
         )
@@ -368,6 +477,7 @@ class NextItemModel(BaseEstimator):
         model.exclude_seen_ = state["exclude_seen"]
         model.history_ = [EpochRecord(**r) for r in state["history"]]
         model.best_epoch_ = state["best_epoch"]
+        model.stopped_by_ = state.get("stopped_by", "unknown")  # older files lack it
         return model
 
 
@@ -375,7 +485,11 @@ class LookalikeClassifier(BaseEstimator):
     """P(core) from a customer's sequence: the class-attention head on the CLS output,
     trained with binary cross-entropy (positives weighted to balance the classes), the
     encoder fine-tuned from a next-item model when one is given; early-stopped on the
-    validation average precision (ties: the lower loss)."""
+    validation average precision (ties: the lower loss).
+
+    Bounded like :class:`NextItemModel` (``max_epochs``, ``max_seconds``): ``history_``
+    has one dict per finished epoch (with ``elapsed`` and ``seconds_left``),
+    ``stopped_by_`` says what ended the fit, ``threads_`` the CPU threads used."""
 
     def __init__(self, config: UniconConfig | None = None,
                  pretrained: NextItemModel | None = None, head_lr_factor: float = 1.0,
@@ -391,6 +505,7 @@ class LookalikeClassifier(BaseEstimator):
         labels: np.ndarray,
         vocabulary: Vocabulary,
         validation: tuple[SequenceData, np.ndarray] | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
     ) -> LookalikeClassifier:
         c = self.config
         labels = np.asarray(labels, dtype=np.float32)
@@ -402,7 +517,9 @@ class LookalikeClassifier(BaseEstimator):
         if (data.lengths < 1).any():
             raise ValueError("every training sequence needs at least one event")
         device = resolve_device(c.device)
+        clock = _Clock(c.max_seconds, c.max_epochs)
         with torch_session(c.seed, c.threads, device):
+            self.threads_ = torch.get_num_threads()
             if self.pretrained is not None:
                 encoder = copy.deepcopy(self.pretrained.network_)
                 if encoder.max_len < data.max_len:
@@ -423,13 +540,17 @@ class LookalikeClassifier(BaseEstimator):
                 lr=c.learning_rate, weight_decay=c.weight_decay)
             rng = np.random.default_rng(c.seed)
             self.history_: list[dict] = []
+            self.stopped_by_ = "max_epochs"
             best, best_state, waited = None, None, 0
             for epoch in range(1, c.max_epochs + 1):
                 started = time.perf_counter()
                 self.network_.train()
-                total = 0.0
+                total, seen = 0.0, 0
                 for rows in _shuffled_batches(data.lengths, np.arange(len(data)),
                                               c.batch_size, rng):
+                    if clock.spent():
+                        self.stopped_by_ = "budget"
+                        break
                     logits = self.network_(*_batch(data, rows, self.device_))
                     loss = loss_function(logits,
                                          torch.from_numpy(labels[rows]).to(self.device_))
@@ -438,7 +559,10 @@ class LookalikeClassifier(BaseEstimator):
                     nn.utils.clip_grad_norm_(self.network_.parameters(), 1.0)
                     optimiser.step()
                     total += loss.item() * len(rows)
-                record = {"epoch": epoch, "train_loss": total / len(data)}
+                    seen += len(rows)
+                if self.stopped_by_ == "budget" and self.history_:
+                    break  # drop the unfinished epoch: the best finished one is kept
+                record = {"epoch": epoch, "train_loss": total / max(seen, 1)}
                 if validation is not None:
                     logits = torch.from_numpy(self._logits(validation[0])).to(self.device_)
                     target = torch.from_numpy(np.asarray(validation[1], np.float32)
@@ -448,19 +572,32 @@ class LookalikeClassifier(BaseEstimator):
                         average_precision_score(validation[1], logits.cpu().numpy())
                     )
                 record["seconds"] = time.perf_counter() - started
+                record["elapsed"] = clock.elapsed()
+                record["seconds_left"] = clock.seconds_left(epoch)
                 self.history_.append(record)
-                if validation is None:
-                    continue
-                # ranking is what the audience needs: stop on validation average
-                # precision (the loss can sit flat for epochs while AP still rises)
-                score = (record["validation_average_precision"], -record["validation_loss"])
-                if best is None or score > best:
-                    best, waited = score, 0
-                    best_state = copy.deepcopy(self.network_.state_dict())
-                else:
-                    waited += 1
-                    if waited >= c.patience and epoch >= self.min_epochs:
-                        break
+                clock.progress("lookalike", epoch, ", ".join(
+                    f"{k} {v:.4f}" for k, v in record.items()
+                    if k in ("train_loss", "validation_average_precision")))
+                if on_epoch is not None:
+                    on_epoch(record)
+                if self.stopped_by_ == "budget":
+                    break
+                if validation is not None:
+                    # ranking is what the audience needs: stop on validation average
+                    # precision (the loss can sit flat for epochs while AP still rises)
+                    score = (record["validation_average_precision"],
+                             -record["validation_loss"])
+                    if best is None or score > best:
+                        best, waited = score, 0
+                        best_state = copy.deepcopy(self.network_.state_dict())
+                    else:
+                        waited += 1
+                        if waited >= c.patience and epoch >= self.min_epochs:
+                            self.stopped_by_ = "patience"
+                            break
+                if clock.spent():
+                    self.stopped_by_ = "budget"
+                    break
             if best_state is not None:
                 self.network_.load_state_dict(best_state)
         return self
