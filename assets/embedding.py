@@ -64,19 +64,7 @@ def k_selection(
     latter, any other the former), scored by the validation log-likelihood of the
     held-out purchases; the segment model is then ``choice``."""
     split = load_split_graphs(duckdb)
-    options = method_settings.selector_options()
-    if is_purchase_log(duckdb):
-        selector = PurchaseSelector(
-            **purchase_selector_options(options), random_state=random_seed.value
-        ).fit(split.train, validation=split.validation)
-        segment_model = "choice"
-    else:
-        selector = SegmentationSelector(
-            **options,
-            item_features=usable_item_features(duckdb, split.train.item_ids),
-            random_state=random_seed.value,
-        ).fit(split.train, validation=split.validation)
-        segment_model = method_settings.segment_model
+    selector, segment_model = fit_selector(duckdb, split, method_settings, random_seed.value)
     table = selector.table_.assign(k=selector.table_["n_clusters"])
     duckdb.write_table("k_selection", table)
     duckdb.write_table("chosen_segmentation", pd.DataFrame([{
@@ -109,6 +97,19 @@ def k_selection(
             K_SELECTION_EXPERIMENT, ["validation_log_likelihood", "standard_error",
                                      "gap_to_best"], context)),
     })
+
+
+def fit_selector(duckdb: DuckDBStore, split, method_settings: MethodSettings, seed: int):
+    """The fitted selector of this log's kind, and the segment model it implies."""
+    options = method_settings.selector_options()
+    if is_purchase_log(duckdb):
+        selector = PurchaseSelector(**purchase_selector_options(options), random_state=seed)
+        return selector.fit(split.train, validation=split.validation), "choice"
+    selector = SegmentationSelector(
+        **options, item_features=usable_item_features(duckdb, split.train.item_ids),
+        random_state=seed,
+    )
+    return selector.fit(split.train, validation=split.validation), method_settings.segment_model
 
 
 def purchase_selector_options(options: dict) -> dict:

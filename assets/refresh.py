@@ -115,6 +115,32 @@ def previous_segments_table(previous: PreviousRun | None) -> pd.DataFrame:
                          "segment": previous.segments.to_numpy(), "run_id": previous.run_id})
 
 
+def stability_tables(summary: dict, warnings: list[str], matching: pd.DataFrame,
+                     before: pd.Series | None, now: pd.Series, run_id: str,
+                     previous_run_id: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The one-row segment_stability table and the segment_transitions table."""
+    methods = matching["method"].value_counts()
+    row = {
+        "run_id": run_id, "previous_run_id": previous_run_id, "first_run": before is None,
+        **{name: summary[name] for name in (
+            "ari", "moved_share", "n_customers", "n_previous_customers", "n_shared", "n_new",
+            "n_left", "n_moved", "max_share_change", "max_share_change_segment")},
+        "new_segments": ", ".join(map(str, summary["new_segments"])),
+        "vanished_segments": ", ".join(map(str, summary["vanished_segments"])),
+        "matched_by_customers": int(methods.get("customers", 0)),
+        "matched_by_profile": int(methods.get("profile", 0)),
+        "warnings": "; ".join(warnings),
+        "measured_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+    stability = pd.DataFrame([row]).astype({
+        "previous_run_id": "string", "ari": "Float64", "moved_share": "Float64",
+        "max_share_change": "Float64", "max_share_change_segment": "Int64"})
+    moves = transitions(before, now).assign(run_id=run_id, previous_run_id=previous_run_id)
+    moves = moves.astype({"previous_run_id": "string"})[
+        ["run_id", "previous_run_id", "from_segment", "to_segment", "customers"]]
+    return stability, moves
+
+
 @dg.asset(
     deps=["customer_segments"],
     group_name="segments",
@@ -146,27 +172,9 @@ def segment_stability(duckdb: DuckDBStore,
     summary = stability_summary(before, now)
     warnings = drift_warnings(summary, refresh_settings.min_ari,
                               refresh_settings.max_share_change)
-    methods = matching["method"].value_counts()
-    row = {
-        "run_id": run_id, "previous_run_id": previous_run_id, "first_run": first_run,
-        **{name: summary[name] for name in (
-            "ari", "moved_share", "n_customers", "n_previous_customers", "n_shared", "n_new",
-            "n_left", "n_moved", "max_share_change", "max_share_change_segment")},
-        "new_segments": ", ".join(map(str, summary["new_segments"])),
-        "vanished_segments": ", ".join(map(str, summary["vanished_segments"])),
-        "matched_by_customers": int(methods.get("customers", 0)),
-        "matched_by_profile": int(methods.get("profile", 0)),
-        "warnings": "; ".join(warnings),
-        "measured_at": datetime.now(UTC).replace(tzinfo=None),
-    }
-    stability = pd.DataFrame([row]).astype({
-        "previous_run_id": "string", "ari": "Float64", "moved_share": "Float64",
-        "max_share_change": "Float64", "max_share_change_segment": "Int64"})
-    moves = transitions(before, now).assign(run_id=run_id, previous_run_id=previous_run_id)
-    moves = moves.astype({"previous_run_id": "string"})[
-        ["run_id", "previous_run_id", "from_segment", "to_segment", "customers"]]
-    duckdb.write_table("segment_stability", stability)
-    duckdb.write_table("segment_transitions", moves)
+    stability, moves = stability_tables(summary, warnings, matching, before, now, run_id,
+                                        previous_run_id)
+    duckdb.write_tables({"segment_stability": stability, "segment_transitions": moves})
 
     if first_run:
         verdict = "first run: no previous published run to compare with"

@@ -92,30 +92,16 @@ def customer_segments(
         "segment_model": type(method.segment_model_).__name__,
         "strength": float(method.segment_model_.strength_),
     })
-    with duckdb.connect() as con:
-        con.execute("BEGIN TRANSACTION")
-        for name, frame in (
-            ("customer_segments", segments), ("segment_models", models),
-            ("segment_item_rates", segment_item_rates(method, split.train, ids)),
-            ("segment_centres", segment_centres(method, ids)),
-            ("segment_matching", matching_table(matching, context.run.run_id, previous)),
-            ("previous_customer_segments", previous_segments_table(previous)),
-        ):
-            con.register("frame_to_write", frame)
-            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM frame_to_write")
-            con.unregister("frame_to_write")
-        con.execute("COMMIT")
+    duckdb.write_tables({
+        "customer_segments": segments, "segment_models": models,
+        "segment_item_rates": segment_item_rates(method, split.train, ids),
+        "segment_centres": segment_centres(method, ids),
+        "segment_matching": matching_table(matching, context.run.run_id, previous),
+        "previous_customer_segments": previous_segments_table(previous),
+    })
     duckdb.run_model("segment_sizes")
-
-    figure = embedding_density(embedding, ids[method.labels_],
-                               f"Segments (K={method.n_segments_})")
-    plot, path = figure_metadata(figure, "segments", state_folder.folder("figures"))
-    with mlflow_tracker.run(SEGMENTS_EXPERIMENT, f"K={method.n_segments_}", context) as run:
-        mlflow.log_params({name: str(value) for name, value in spec.items()})
-        mlflow.log_metrics({f"alpha_{k}": a for k, a in zip(ids, method.segment_alpha_,
-                                                            strict=True)})
-        mlflow.log_artifact(str(path))
-        link = mlflow_tracker.run_link(run)
+    path, link = log_segments(mlflow_tracker, context, state_folder, spec, embedding,
+                              ids, method)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(segments),
         "chosen_k": int(method.n_segments_),
@@ -129,6 +115,22 @@ def customer_segments(
         "density_figure_file": dg.MetadataValue.path(str(path)),
         "mlflow_run": dg.MetadataValue.url(link),
     })
+
+
+def log_segments(mlflow_tracker: MLflowTracker, context: dg.AssetExecutionContext,
+                 state_folder: StateFolder, spec: dict, embedding: np.ndarray,
+                 ids: np.ndarray, method) -> tuple[Path, str]:
+    """The density figure with the segment boundaries, and an MLflow run with the spec and
+    each segment's like-rate under its stable id."""
+    figure = embedding_density(embedding, ids[method.labels_],
+                               f"Segments (K={method.n_segments_})")
+    _, path = figure_metadata(figure, "segments", state_folder.folder("figures"))
+    with mlflow_tracker.run(SEGMENTS_EXPERIMENT, f"K={method.n_segments_}", context) as run:
+        mlflow.log_params({name: str(value) for name, value in spec.items()})
+        mlflow.log_metrics({f"alpha_{k}": a for k, a in zip(ids, method.segment_alpha_,
+                                                            strict=True)})
+        mlflow.log_artifact(str(path))
+        return path, mlflow_tracker.run_link(run)
 
 
 def segment_item_rates(method: SegmentedModelEmbedding, graph,

@@ -118,6 +118,17 @@ class DuckDBStore(dg.ConfigurableResource):
             con.execute("COMMIT")
         return len(frame)
 
+    def write_tables(self, frames: dict[str, pd.DataFrame]) -> None:
+        """Create or replace several tables from DataFrames in ONE transaction: readers
+        of this file see all of them replaced, or none."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            for name, frame in frames.items():
+                con.register("frame_to_write", frame)
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM frame_to_write')
+                con.unregister("frame_to_write")
+            con.execute("COMMIT")
+
     def read_table(self, name: str) -> pd.DataFrame:
         with self.connect() as con:
             return con.execute(f'SELECT * FROM "{name}"').df()
