@@ -66,10 +66,11 @@ def test_state_folder_creates_the_subfolders_it_hands_out(tmp_path: Path) -> Non
 
 
 def embedded_figure(result: dg.ExecuteInProcessResult) -> bytes:
-    """The PNG customer_embeddings showed in its metadata (inline, base64)."""
+    """The PNG customer_embeddings showed in its metadata (base64; the inline ``density``
+    beside it is a small SVG)."""
     for event in result.get_asset_materialization_events():
         if event.asset_key.to_user_string() == "customer_embeddings":
-            text = event.event_specific_data.materialization.metadata["density"].value
+            text = event.event_specific_data.materialization.metadata["density_figure"].value
             return base64.b64decode(re.search(r"base64,([^)]+)\)", text).group(1))
     raise KeyError("customer_embeddings was not materialized")
 
