@@ -9,6 +9,9 @@ export DAGSTER_HOME ?= $(SEGMENTATION_HOME)/dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
+# the tests also need the Spark engine's extra (pyspark); `make install` stays light
+SPARK_STAMP := $(VENV)/.installed-spark
+
 .PHONY: install system-deps test lint run ui mlflow clean
 
 $(STAMP): pyproject.toml
@@ -17,17 +20,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,spark]"
+	touch $(SPARK_STAMP)
+
 install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The browser tests (tests/ui) drive Debian's Chromium: installed when missing (CI is root)
+# The browser tests (tests/ui) drive Debian's Chromium, the Spark engine's tests a Java
+# runtime: each installed when missing (CI is root)
 system-deps:
 	command -v chromium >/dev/null || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	command -v java >/dev/null || \
+		(apt-get update -q && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless)
 
-test: $(STAMP) system-deps
+test: $(SPARK_STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -41,11 +41,12 @@ def chosen_k(store: DuckDBStore, table: str = "k_selection") -> int:
 
 def load_split_graphs(store: DuckDBStore, fit_splits: tuple[str, ...] = ("train",)) -> SplitGraphs:
     """The graph of the ``fit_splits`` edges (every customer has a train edge, so all are
-    rows), with validation and test edges indexed like it."""
-    edges = store.query("SELECT customer_id, item_id, label, split FROM edge_split")
+    rows), with validation and test edges indexed like it: the in-memory customers of
+    ``edge_sample`` (every customer unless there are more than in_memory_customers)."""
+    edges = store.query("SELECT customer_id, item_id, label, split FROM edge_sample")
     categories = store.query(
         "SELECT DISTINCT e.item_id, coalesce(CAST(i.category AS VARCHAR), 'unknown') AS category "
-        "FROM edge_split e LEFT JOIN raw_items i USING (item_id)"
+        "FROM edge_sample e LEFT JOIN raw_items i USING (item_id)"
     ).set_index("item_id")["category"]
     dataset = source_info(store, "dataset")
     customers = np.sort(edges["customer_id"].unique())
@@ -69,12 +70,20 @@ def load_split_graphs(store: DuckDBStore, fit_splits: tuple[str, ...] = ("train"
     return SplitGraphs(train, held_out("validation"), held_out("test"), dataset)
 
 
+def segments_in_engine(store: DuckDBStore) -> bool:
+    """Whether this run computes the pooled model, embeddings and segments of every
+    customer in the engine (edge_sample decided it: more customers than fit in memory,
+    the Spark engine, or method_settings.segments_in_engine)."""
+    return bool(store.query("SELECT in_engine FROM edge_sample_info").iloc[0, 0])
+
+
 def chosen_spec(store: DuckDBStore) -> dict:
     """The segmentation k_selection chose: pooled, normalisation, category_rank (None for
     the scalar embedding), k, segment_model, strength, min_share."""
     spec = store.read_table("chosen_segmentation").iloc[0].to_dict()
     spec["category_rank"] = None if pd.isna(spec["category_rank"]) else int(spec["category_rank"])
     spec["k"] = int(spec["k"])
+    spec["in_engine"] = bool(spec.get("in_engine", False))
     return spec
 
 

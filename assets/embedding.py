@@ -23,6 +23,8 @@ from segmentation_dagster.core.pooled import (
 )
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.core.selection import SegmentationSelector
+from segmentation_dagster.core.value_segments import engine_selector_options
+from segmentation_dagster.engine import SQLEngine
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 from segmentation_dagster.settings import MethodSettings, RandomSeed
 
@@ -33,14 +35,50 @@ from .common import (
     inline_density,
     is_purchase_log,
     load_split_graphs,
+    segments_in_engine,
     table_metadata,
     usable_item_features,
 )
 
 K_SELECTION_EXPERIMENT = "k_selection"
+# the prior pseudo-edges of the pooled item model (core.pooled.ItemBernoulli's default)
+POOLED_PRIOR_STRENGTH = 2.0
+# customers drawn for the embedding's density figure and modes when there are more
+DENSITY_SAMPLE = 20_000
 
 
-@dg.asset(deps=["edge_split", "raw_items"], group_name="embedding",
+@dg.asset(deps=["edge_split"], group_name="graph", kinds={"sql"})
+def edge_sample(
+    duckdb: DuckDBStore, engine: SQLEngine, method_settings: MethodSettings,
+    random_seed: RandomSeed,
+) -> dg.MaterializeResult:
+    """The edges of the customers the in-memory methods use (dbt_like_sql/edge_sample.sql):
+    all of them, or a seeded sample of ``in_memory_customers`` when there are more.
+
+    It also decides where the segmentation of every customer is computed
+    (``edge_sample_info.in_engine``): in memory when every customer is in the sample and
+    the engine is DuckDB, else by the engine's SQL models."""
+    limit = method_settings.in_memory_customers or 2**62
+    rows = engine.run_model("edge_sample", {"seed": random_seed.value,
+                                            "sample_customers": limit})
+    engine.copy_to_store(duckdb, "edge_sample")
+    counts = engine.query(
+        "SELECT (SELECT count(DISTINCT customer_id) FROM edge_split) AS customers, "
+        "(SELECT count(DISTINCT customer_id) FROM edge_sample) AS sampled").iloc[0]
+    customers, sampled = int(counts["customers"]), int(counts["sampled"])
+    in_engine = (engine.name != "duckdb" or method_settings.segments_in_engine
+                 or sampled < customers)
+    duckdb.write_table("edge_sample_info", pd.DataFrame({
+        "customers": [customers], "sampled_customers": [sampled], "engine": [engine.name],
+        "in_engine": [in_engine]}))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "customers": customers, "sampled_customers": sampled,
+        "engine": engine.name,
+        "segments_computed": "by the engine (SQL)" if in_engine else "in memory",
+    })
+
+
+@dg.asset(deps=[edge_sample, "raw_items"], group_name="embedding",
           kinds={"python", "duckdb", "mlflow"})
 def k_selection(
     context: dg.AssetExecutionContext,
@@ -62,16 +100,22 @@ def k_selection(
     choice models (core.choice.PurchaseSelector): pooled ``mnl`` or per category
     ``mnl:category`` (a pinned ``pooled`` setting naming a category model pins the
     latter, any other the former), scored by the validation log-likelihood of the
-    held-out purchases; the segment model is then ``choice``."""
+    held-out purchases; the segment model is then ``choice``.
+
+    When the engine segments every customer (edge_sample), the choice runs on the sample
+    and among the candidates the SQL models implement (scalar embeddings of the global,
+    per-category and per-item pooled models)."""
     split = load_split_graphs(duckdb)
-    selector, segment_model = fit_selector(duckdb, split, method_settings, random_seed.value)
+    in_engine = segments_in_engine(duckdb)
+    selector, segment_model = fit_selector(duckdb, split, method_settings, random_seed.value,
+                                           in_engine)
     table = selector.table_.assign(k=selector.table_["n_clusters"])
     duckdb.write_table("k_selection", table)
     duckdb.write_table("chosen_segmentation", pd.DataFrame([{
         "pooled": selector.spec_.pooled, "normalisation": selector.spec_.normalisation,
         "category_rank": selector.spec_.category_rank, "k": selector.spec_.n_segments,
         "segment_model": segment_model, "strength": selector.strength_,
-        "min_share": method_settings.min_segment_share,
+        "min_share": method_settings.min_segment_share, "in_engine": in_engine,
     }]).astype({"category_rank": "Int64"}))
     figure, path = figure_metadata(selection_chart(table), "k_selection",
                                    state_folder.folder("figures"))
@@ -99,9 +143,20 @@ def k_selection(
     })
 
 
-def fit_selector(duckdb: DuckDBStore, split, method_settings: MethodSettings, seed: int):
+def fit_selector(duckdb: DuckDBStore, split, method_settings: MethodSettings, seed: int,
+                 in_engine: bool = False):
     """The fitted selector of this log's kind, and the segment model it implies."""
     options = method_settings.selector_options()
+    if in_engine and is_purchase_log(duckdb):
+        info = duckdb.read_table("edge_sample_info").iloc[0]
+        raise ValueError(
+            f"purchase-only logs are segmented in memory, and this one has "
+            f"{info['customers']} customers (in_memory_customers="
+            f"{method_settings.in_memory_customers}) on the {info['engine']} engine. Raise "
+            "method_settings.in_memory_customers to at least the number of customers "
+            "(or 0 for all), on the duckdb engine.")
+    if in_engine:
+        options = engine_selector_options(options)
     if is_purchase_log(duckdb):
         selector = PurchaseSelector(**purchase_selector_options(options), random_state=seed)
         return selector.fit(split.train, validation=split.validation), "choice"
@@ -145,8 +200,8 @@ def log_candidates(mlflow_tracker: MLflowTracker, context: dg.AssetExecutionCont
     return links
 
 
-@dg.asset(deps=[k_selection], group_name="embedding", kinds={"python", "duckdb"})
-def pooled_model(duckdb: DuckDBStore) -> dg.MaterializeResult:
+@dg.asset(deps=[k_selection], group_name="embedding", kinds={"python", "sql"})
+def pooled_model(duckdb: DuckDBStore, engine: SQLEngine) -> dg.MaterializeResult:
     """ONE model of the chosen class fitted to every customer's training edges pooled
     (step 1 of the method).
 
@@ -158,9 +213,14 @@ def pooled_model(duckdb: DuckDBStore) -> dg.MaterializeResult:
     each item's CHOICE probability pi_j (summing to 1 over the items), not a
     like-probability; ``alpha_pool`` is 1 (every edge is a purchase) and the validation
     log-likelihood is the mean log pi_j of the validation purchases.
+
+    When the engine segments every customer, the engine fits it on every training edge
+    (dbt_like_sql/pooled_item_terms.sql, the item terms the embedding sums).
     """
-    split = load_split_graphs(duckdb)
     spec = chosen_spec(duckdb)
+    if spec["in_engine"]:
+        return pooled_model_in_engine(duckdb, engine, spec["pooled"])
+    split = load_split_graphs(duckdb)
     rows, cols, labels = split.validation
     if is_purchase_log(duckdb):
         choice = MNLPooledModel(by_category=spec["pooled"] == "mnl:category").fit(split.train)
@@ -189,23 +249,54 @@ def pooled_model(duckdb: DuckDBStore) -> dg.MaterializeResult:
     )
 
 
+def pooled_model_in_engine(duckdb: DuckDBStore, engine: SQLEngine,
+                           pooled: str) -> dg.MaterializeResult:
+    """The pooled model fitted by the engine on every customer's training edges, its
+    item probabilities copied into the store (for new customers and publishing)."""
+    rows = engine.run_model("pooled_item_terms", {"pooled": pooled,
+                                                  "prior_strength": POOLED_PRIOR_STRENGTH})
+    summary = engine.query(
+        "SELECT max(alpha_pool) AS alpha_pool, sum(train_edges) AS train_edges "
+        "FROM pooled_item_terms").iloc[0]
+    validation_ll = float(engine.query(
+        "SELECT avg(CASE WHEN s.label = 1 THEN -t.like_nll ELSE -t.dislike_nll END) AS ll "
+        "FROM edge_split AS s JOIN pooled_item_terms AS t ON s.item_id = t.item_id "
+        "WHERE s.split = 'validation'").iloc[0, 0])
+    engine.copy_to_store(duckdb, "pooled_item_terms")
+    duckdb.execute("CREATE OR REPLACE TABLE pooled_model_items AS "
+                   "SELECT item_id, p_like FROM pooled_item_terms")
+    alpha_pool = float(summary["alpha_pool"])
+    duckdb.write_table("pooled_model_summary", pd.DataFrame(
+        {"pooled": [pooled], "alpha_pool": [alpha_pool]}))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "pooled_model": pooled, "alpha_pool": alpha_pool,
+        "validation_mean_log_likelihood": validation_ll,
+        "train_edges": int(summary["train_edges"]), "computed_by": engine.name,
+    })
+
+
 def load_pooled(duckdb: DuckDBStore, item_ids: np.ndarray) -> StoredPooledModel:
     items = duckdb.read_table("pooled_model_items").set_index("item_id")["p_like"]
     alpha = duckdb.read_table("pooled_model_summary")["alpha_pool"].iloc[0]
     return StoredPooledModel(items.reindex(item_ids).fillna(alpha).to_numpy(), alpha)
 
 
-@dg.asset(deps=[pooled_model], group_name="embedding", kinds={"python", "duckdb"})
+@dg.asset(deps=[pooled_model], group_name="embedding", kinds={"python", "sql"})
 def customer_embeddings(
-    duckdb: DuckDBStore, random_seed: RandomSeed, state_folder: StateFolder
+    duckdb: DuckDBStore, engine: SQLEngine, random_seed: RandomSeed,
+    state_folder: StateFolder,
 ) -> dg.MaterializeResult:
     """Each customer's normalised negative log-likelihood under the pooled model (step 2):
     one number (scalar), or per category completed to a low rank (vector, Alg. 4), whose
     first principal coordinate is ``embedding`` and whole vector ``embedding_vector``.
     Purchase-only logs: the normalised negative log-likelihood of the items chosen under
-    the MNL choice model (core.choice.purchase_embedding)."""
-    split = load_split_graphs(duckdb)
+    the MNL choice model (core.choice.purchase_embedding). When the engine segments every
+    customer, the engine computes the scalar embedding of each
+    (dbt_like_sql/customer_embeddings.sql); the figure shows a sample."""
     spec = chosen_spec(duckdb)
+    if spec["in_engine"]:
+        return embeddings_in_engine(duckdb, engine, spec, random_seed.value, state_folder)
+    split = load_split_graphs(duckdb)
     if is_purchase_log(duckdb):
         pooled = MNLPooledModel(by_category=spec["pooled"] == "mnl:category").fit(split.train)
         embedded = purchase_embedding(split.train, pooled, spec["normalisation"],
@@ -231,17 +322,45 @@ def customer_embeddings(
     if vectors is not None:
         frame["embedding_vector"] = list(vectors)
     duckdb.write_table("customer_embeddings", frame)
+    return embedding_result(len(frame), values, spec, state_folder,
+                            "scalar" if vectors is None else f"vector (rank {vectors.shape[1]})")
+
+
+def embeddings_in_engine(duckdb: DuckDBStore, engine: SQLEngine, spec: dict, seed: int,
+                         state_folder: StateFolder) -> dg.MaterializeResult:
+    """Every customer's scalar embedding computed by the engine and copied into the
+    store; the density is drawn from the distinct values (a sample when many)."""
+    rows = engine.run_model("customer_embeddings", {"normalisation": spec["normalisation"]})
+    engine.copy_to_store(duckdb, "customer_embeddings")
+    engine.run_model("embedding_values")
+    distinct = engine.read_table("embedding_values")
+    counts = distinct["customers"].to_numpy()
+    values = distinct["embedding"].to_numpy(dtype=float)
+    if counts.sum() <= DENSITY_SAMPLE:
+        values = np.repeat(values, counts)
+    else:  # a seeded sample of customers, drawn through their values
+        drawn = np.random.default_rng(seed).choice(len(distinct), size=DENSITY_SAMPLE,
+                                                   p=counts / counts.sum())
+        values = values[drawn]
+    return embedding_result(rows, values, spec, state_folder, "scalar",
+                            computed_by=engine.name, distinct_values=len(distinct))
+
+
+def embedding_result(rows: int, values: np.ndarray, spec: dict, state_folder: StateFolder,
+                     kind: str, **extra) -> dg.MaterializeResult:
+    """The embeddings' metadata: the density (inline and as a figure) and its modes."""
     plot, _ = figure_metadata(embedding_density(values, title="Embedding density"), "embeddings",
                               state_folder.folder("figures"))
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(frame),
+            "dagster/row_count": rows,
             "normalisation": spec["normalisation"],
-            "embedding": "scalar" if vectors is None else f"vector (rank {vectors.shape[1]})",
+            "embedding": kind,
             "kde_modes": len(kde_modes(values)[0]),
             "mean": float(np.nanmean(values)),
             "nan_embeddings": int(np.isnan(values).sum()),
             "density": inline_density(values, None, "Embedding density"),
             "density_figure": plot,
+            **extra,
         }
     )

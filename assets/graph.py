@@ -1,7 +1,9 @@
-"""The preference graph and its train / validation / test split, built in DuckDB SQL."""
+"""The preference graph and its train / validation / test split, built in SQL by the
+engine (DuckDB, or Spark: the ``engine`` resource)."""
 
 import dagster as dg
 
+from segmentation_dagster.engine import SQLEngine
 from segmentation_dagster.resources import DuckDBStore
 from segmentation_dagster.settings import MethodSettings, RandomSeed
 
@@ -12,19 +14,20 @@ from .common import markdown_table, source_info
     # every raw table: a failing blocking check on any of them must stop the graph
     deps=["raw_interactions", "raw_items", "raw_customers"],
     group_name="graph",
-    kinds={"sql", "duckdb"},
+    kinds={"sql"},
 )
-def preference_edges(duckdb: DuckDBStore) -> dg.MaterializeResult:
+def preference_edges(duckdb: DuckDBStore, engine: SQLEngine) -> dg.MaterializeResult:
     """The customer x item preference graph as labelled edges (dbt_like_sql/preference_edges.sql).
 
     One edge per (customer, item), the latest observation winning; like (+1) / dislike (-1)
     by the source's label rule.
     """
     rule = source_info(duckdb, "label_rule")
-    rows = duckdb.run_model("preference_edges", {"label_rule": rule})
-    stats = duckdb.query(
+    rows = engine.run_model("preference_edges", {"label_rule": rule})
+    stats = engine.query(
         "SELECT count(DISTINCT customer_id) AS customers, count(DISTINCT item_id) AS items, "
-        "avg(CASE WHEN label = 1 THEN 1.0 ELSE 0.0 END) AS like_rate FROM preference_edges"
+        "avg(CASE WHEN label = 1 THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END) "
+        "AS like_rate FROM preference_edges"
     ).iloc[0]
     density = rows / (stats["customers"] * stats["items"])
     return dg.MaterializeResult(
@@ -35,6 +38,7 @@ def preference_edges(duckdb: DuckDBStore) -> dg.MaterializeResult:
             "like_rate": float(stats["like_rate"]),
             "density": float(density),
             "label_rule": rule,
+            "engine": engine.name,
         }
     )
 
@@ -42,16 +46,16 @@ def preference_edges(duckdb: DuckDBStore) -> dg.MaterializeResult:
 @dg.asset(
     deps=[preference_edges],
     group_name="graph",
-    kinds={"sql", "duckdb"},
+    kinds={"sql"},
 )
 def edge_split(
-    duckdb: DuckDBStore, method_settings: MethodSettings, random_seed: RandomSeed
+    engine: SQLEngine, method_settings: MethodSettings, random_seed: RandomSeed
 ) -> dg.MaterializeResult:
     """Seeded train / validation / test split of the edges (dbt_like_sql/edge_split.sql).
 
     Every customer keeps at least one training edge.
     """
-    rows = duckdb.run_model(
+    rows = engine.run_model(
         "edge_split",
         {
             "seed": random_seed.value,
@@ -59,7 +63,7 @@ def edge_split(
             "validation_percent": method_settings.validation_percent,
         },
     )
-    counts = duckdb.query(
+    counts = engine.query(
         "SELECT split, count(*) AS edges, count(DISTINCT customer_id) AS customers "
         "FROM edge_split GROUP BY split ORDER BY split"
     )

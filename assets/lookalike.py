@@ -65,13 +65,15 @@ def create_rule_view(duckdb: DuckDBStore, rule: lk.RuleSpec) -> int:
     sql = f"""
         CREATE OR REPLACE TABLE lookalike_rule_events AS
         WITH items AS (
-            SELECT * EXCLUDE (item_order)
-            FROM (SELECT rowid AS item_order, * FROM raw_items)
-            QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY item_order) = 1
+            -- item ids are unique (raw_items' blocking check); one row per id regardless
+            SELECT * EXCLUDE (item_rank)
+            FROM (SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY item_id)
+                      AS item_rank FROM raw_items)
+            WHERE item_rank = 1
         ),
         joined AS (
             SELECT r.*, i.* EXCLUDE (item_id)
-            FROM (SELECT rowid AS file_order, * FROM raw_interactions) AS r
+            FROM raw_interactions AS r
             LEFT JOIN items AS i USING (item_id)
         )
         SELECT customer_id, item_id, event, value, "timestamp", file_order,

@@ -94,7 +94,7 @@ def planted_rows(duckdb: DuckDBStore, dataset: str, method: str, customer_ids: n
 
 def build_method_asset(spec: MethodSpec) -> dg.AssetsDefinition:
     method = spec.name
-    deps = ["edge_split", "raw_customers", "ground_truth_segments"]
+    deps = ["edge_sample", "raw_customers", "ground_truth_segments"]
     if spec.uses_k:
         deps.append("k_selection")
 

@@ -40,11 +40,12 @@ def load_purchase_matrix(duckdb: DuckDBStore, binary: bool):
                            binary=binary)
 
 
-@dg.asset(deps=["raw_interactions", "raw_items", "raw_customers"], group_name="nmf",
-          kinds={"sql", "duckdb"})
+@dg.asset(deps=["raw_interactions", "raw_items", "raw_customers", "edge_sample"],
+          group_name="nmf", kinds={"sql", "duckdb"})
 def purchase_counts(duckdb: DuckDBStore, nmf_settings: NMFSettings) -> dg.MaterializeResult:
     """Interactions per (customer, item): the purchase matrix V in long form
-    (dbt_like_sql/purchase_counts.sql). On MovieLens a rating counts as an interaction."""
+    (dbt_like_sql/purchase_counts.sql). On MovieLens a rating counts as an interaction.
+    The customers of edge_sample: every one unless there are more than in_memory_customers."""
     rule = source_info(duckdb, "label_rule")
     rows = duckdb.run_model("purchase_counts", {"label_rule": rule})
     matrix = load_purchase_matrix(duckdb, nmf_settings.binary)

@@ -25,6 +25,7 @@ from segmentation_dagster.core.stability import (
     stability_summary,
     transitions,
 )
+from segmentation_dagster.engine import SQLEngine
 from segmentation_dagster.publishing import publish_assignments, published_database
 from segmentation_dagster.resources import DuckDBStore, StateFolder
 from segmentation_dagster.score import StoredSegmentation, segment_names
@@ -207,7 +208,8 @@ def segment_stability(duckdb: DuckDBStore,
     kinds={"python", "duckdb"},
 )
 def new_customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
-                          state_folder: StateFolder) -> dg.MaterializeResult:
+                          engine: SQLEngine, state_folder: StateFolder
+                          ) -> dg.MaterializeResult:
     """Customers of preference_edges that the last fitted segmentation does not hold, or
     whose edges grew since it, placed under that fit's stored models without a refit
     (segmentation_dagster/score.py): embedded under the stored pooled model, nearest
@@ -236,7 +238,7 @@ def new_customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBStore
                              f"published in {home} yet. Run the segmentation job first.")
         with duckdb_lib.connect(str(path.resolve()), read_only=True) as con:
             stored, fitted = _stored_and_fitted(con)
-    edges = duckdb.query("SELECT customer_id, item_id, label FROM preference_edges")
+    edges = engine.query("SELECT customer_id, item_id, label FROM preference_edges")
     frame = assign_unfitted(stored, fitted, edges).assign(
         run_id=run_id, fitted_run_id=stored.fitted_run_id,
         assigned_at=datetime.now(UTC).replace(tzinfo=None))

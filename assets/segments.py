@@ -16,6 +16,8 @@ from segmentation_dagster.core.plots import embedding_density
 from segmentation_dagster.core.segment_models import SegmentItemModel
 from segmentation_dagster.core.selection import SegmentedModelEmbedding
 from segmentation_dagster.core.stability import SegmentMatching
+from segmentation_dagster.core.value_segments import DistinctValueSegmenter
+from segmentation_dagster.engine import SQLEngine
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 from segmentation_dagster.settings import RandomSeed
 
@@ -27,6 +29,7 @@ from .common import (
     load_split_graphs,
     table_metadata,
 )
+from .embedding import DENSITY_SAMPLE, POOLED_PRIOR_STRENGTH
 from .methods import demographic_attributes
 from .refresh import (
     PreviousRun,
@@ -42,11 +45,12 @@ SEGMENTS_EXPERIMENT = "segments"
 @dg.asset(
     deps=["k_selection", "customer_embeddings"],
     group_name="segments",
-    kinds={"python", "duckdb", "mlflow"},
+    kinds={"python", "sql", "mlflow"},
 )
 def customer_segments(
     context: dg.AssetExecutionContext,
     duckdb: DuckDBStore,
+    engine: SQLEngine,
     mlflow_tracker: MLflowTracker,
     random_seed: RandomSeed,
     state_folder: StateFolder,
@@ -66,9 +70,16 @@ def customer_segments(
 
     These are the run's working tables; ``published_segments`` publishes them (with the
     history of past runs) once every check has passed.
+
+    When the engine segments every customer (edge_sample), exact 1-D k-means runs on the
+    embedding's distinct values (core.value_segments), the engine assigns each customer
+    by a range join (dbt_like_sql/customer_segments.sql) and fits the item-level
+    segment models (segment_item_rates.sql), with the strength chosen on the sample.
     """
-    split = load_split_graphs(duckdb)
     spec = chosen_spec(duckdb)
+    if spec["in_engine"]:
+        return segments_in_engine(context, duckdb, engine, mlflow_tracker, state_folder, spec)
+    split = load_split_graphs(duckdb)
     method = chosen_method(duckdb, split.train, random_seed.value).fit(split.train)
     embedding = duckdb.read_table("customer_embeddings").set_index("customer_id")[
         "embedding"].reindex(split.train.customer_ids).to_numpy()
@@ -99,19 +110,108 @@ def customer_segments(
         "segment_matching": matching_table(matching, context.run.run_id, previous),
         "previous_customer_segments": previous_segments_table(previous),
     })
-    duckdb.run_model("segment_sizes")
+    engine.run_model("segment_sizes")
+    engine.copy_to_store(duckdb, "segment_sizes")
+    return segments_result(context, mlflow_tracker, state_folder, spec, embedding,
+                           ids[method.labels_], ids, method.segment_alpha_, models,
+                           segments.drop(columns=["run_id"]).head(10))
+
+
+def segments_in_engine(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
+                       engine: SQLEngine, mlflow_tracker: MLflowTracker,
+                       state_folder: StateFolder, spec: dict) -> dg.MaterializeResult:
+    """customer_segments for every customer by the engine: the distinct embedding values
+    come back (not the customers), the cluster ranges go out, the engine joins."""
+    distinct = engine.read_table("embedding_values")
+    segmenter = DistinctValueSegmenter(spec["k"], min_share=spec["min_share"]).fit(
+        distinct["embedding"], distinct["customers"], distinct["likes"], distinct["edges"])
+    # stable ids match customers with the last published run: one label per customer
+    # (a column, never customers x items), placed by the same ranges as the join
+    embedded = duckdb.query("SELECT customer_id, embedding FROM customer_embeddings")
+    labels = segmenter.predict(embedded["embedding"].to_numpy())
+    previous = read_previous_run(Path(state_folder.path))
+    matching = match_to_previous(previous, embedded["customer_id"].to_numpy(), labels,
+                                 segmenter.segment_alpha_, segmenter.segment_centres_)
+    ids = np.array([matching.mapping[k] for k in range(segmenter.n_segments_)],
+                   dtype=np.int64)
+    context.log.info(identity_message(matching, previous))
+    engine.write_table("segment_bounds", segmenter.bounds_table(ids))
+    rows = engine.run_model("customer_segments", {
+        "run_id": context.run.run_id,
+        "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")})
+    engine.copy_to_store(duckdb, "customer_segments")
+    item_level = spec["segment_model"] == "item" or spec["pooled"] in ("item", "category:item")
+    engine.run_model("item_unit_rates", {"pooled_strength": POOLED_PRIOR_STRENGTH})
+    engine.run_model("segment_summaries")
+    if item_level:
+        engine.run_model("segment_item_rates", {"strength": float(spec["strength"])})
+    else:
+        engine.write_table("segment_item_rates", empty_item_rates())
+    engine.copy_to_store(duckdb, "segment_item_rates")
+    validation = validation_score(engine, item_level, float(spec["strength"]))
+    models = pd.DataFrame({
+        "segment": ids, "alpha": segmenter.segment_alpha_,
+        "customers": segmenter.segment_sizes_, "centre": segmenter.segment_centres_,
+        "segment_model": "SegmentItemModel" if item_level else "SegmentGlobalModel",
+        "strength": float(spec["strength"]),
+    })
+    centres = pd.DataFrame({
+        "cluster": np.arange(len(segmenter.cluster_centers_)),
+        "segment": ids[segmenter.cluster_map_],
+        "centre": pd.Series([[float(c)] for c in segmenter.cluster_centers_], dtype=object),
+    })
+    duckdb.write_tables({
+        "segment_models": models, "segment_centres": centres,
+        "segment_matching": matching_table(matching, context.run.run_id, previous),
+        "previous_customer_segments": previous_segments_table(previous),
+    })
+    engine.run_model("segment_sizes")
+    engine.copy_to_store(duckdb, "segment_sizes")
+    embedding = embedded["embedding"].to_numpy()
+    shown = np.random.default_rng(0).permutation(len(embedding))[:DENSITY_SAMPLE]
+    preview = duckdb.query("SELECT * EXCLUDE (run_id) FROM customer_segments "
+                           "ORDER BY customer_id LIMIT 10")
+    result = segments_result(context, mlflow_tracker, state_folder, spec, embedding[shown],
+                             ids[labels[shown]], ids, segmenter.segment_alpha_, models,
+                             preview)
+    result.metadata.update({"dagster/row_count": rows, "computed_by": engine.name,
+                            **validation})
+    return result
+
+
+def validation_score(engine: SQLEngine, item_level: bool, strength: float) -> dict:
+    """The chosen segmentation's validation log-likelihood on EVERY customer (the
+    engine's dbt_like_sql/validation_log_likelihood.sql), on the scale k_selection chose
+    by on the sample: the mean over customers with validation edges, and its SE."""
+    engine.run_model("validation_log_likelihood", {
+        "segment_model": "item" if item_level else "global", "strength": strength})
+    summary = engine.query(
+        "SELECT avg(log_likelihood) AS mean, stddev_samp(log_likelihood) AS sd, "
+        "count(*) AS customers FROM validation_log_likelihood").iloc[0]
+    customers = int(summary["customers"])
+    se = float(summary["sd"]) / np.sqrt(customers) if customers > 1 else float("nan")
+    return {"validation_log_likelihood_all_customers": float(summary["mean"]),
+            "validation_log_likelihood_se": float(se), "validation_customers": customers}
+
+
+def segments_result(context: dg.AssetExecutionContext, mlflow_tracker: MLflowTracker,
+                    state_folder: StateFolder, spec: dict, embedding: np.ndarray,
+                    segment_of: np.ndarray, ids: np.ndarray, alpha: np.ndarray,
+                    models: pd.DataFrame, preview: pd.DataFrame) -> dg.MaterializeResult:
+    """customer_segments' metadata and MLflow run (``embedding`` and ``segment_of``: the
+    customers drawn in the figures, every one or a sample)."""
+    k = len(ids)
     path, link = log_segments(mlflow_tracker, context, state_folder, spec, embedding,
-                              ids, method)
+                              segment_of, ids, alpha)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(segments),
-        "chosen_k": int(method.n_segments_),
-        "segment_sizes": dg.MetadataValue.json(method.segment_sizes_.tolist()),
+        "dagster/row_count": int(models["customers"].sum()),
+        "chosen_k": k,
+        "segment_sizes": dg.MetadataValue.json(models["customers"].astype(int).tolist()),
         "segment_models": table_metadata(models),
-        "preview": table_metadata(segments.drop(columns=["run_id"]), 10),
+        "preview": table_metadata(preview, 10),
         # inline: short SVG markdown shows without a click (the PNG is in MLflow)
         "density_with_boundaries": inline_density(
-            embedding, ids[method.labels_],
-            f"Embedding density, K={method.n_segments_} (red: boundaries)"),
+            embedding, segment_of, f"Embedding density, K={k} (red: boundaries)"),
         "density_figure_file": dg.MetadataValue.path(str(path)),
         "mlflow_run": dg.MetadataValue.url(link),
     })
@@ -119,16 +219,15 @@ def customer_segments(
 
 def log_segments(mlflow_tracker: MLflowTracker, context: dg.AssetExecutionContext,
                  state_folder: StateFolder, spec: dict, embedding: np.ndarray,
-                 ids: np.ndarray, method) -> tuple[Path, str]:
+                 segment_of: np.ndarray, ids: np.ndarray, alpha: np.ndarray
+                 ) -> tuple[Path, str]:
     """The density figure with the segment boundaries, and an MLflow run with the spec and
     each segment's like-rate under its stable id."""
-    figure = embedding_density(embedding, ids[method.labels_],
-                               f"Segments (K={method.n_segments_})")
+    figure = embedding_density(embedding, segment_of, f"Segments (K={len(ids)})")
     _, path = figure_metadata(figure, "segments", state_folder.folder("figures"))
-    with mlflow_tracker.run(SEGMENTS_EXPERIMENT, f"K={method.n_segments_}", context) as run:
+    with mlflow_tracker.run(SEGMENTS_EXPERIMENT, f"K={len(ids)}", context) as run:
         mlflow.log_params({name: str(value) for name, value in spec.items()})
-        mlflow.log_metrics({f"alpha_{k}": a for k, a in zip(ids, method.segment_alpha_,
-                                                            strict=True)})
+        mlflow.log_metrics({f"alpha_{k}": a for k, a in zip(ids, alpha, strict=True)})
         mlflow.log_artifact(str(path))
         return path, mlflow_tracker.run_link(run)
 
@@ -139,17 +238,23 @@ def segment_item_rates(method: SegmentedModelEmbedding, graph,
     empty for segment models that are not per item. ``ids`` maps the fit's labels to
     stable segment ids (default: the labels)."""
     model = method.segment_model_
-    columns = {"segment": pd.Series(dtype="int64"), "item_id": pd.Series(dtype="string"),
-               "edges": pd.Series(dtype="int64"), "likes": pd.Series(dtype="float64"),
-               "rate": pd.Series(dtype="float64")}
     if not isinstance(model, SegmentItemModel):
-        return pd.DataFrame(columns)
+        return empty_item_rates()
     segment, item = np.divmod(model.pair_keys_, model.n_units_)
     stable = segment if ids is None else np.asarray(ids)[segment]
     return pd.DataFrame({
         "segment": stable, "item_id": graph.item_ids[item], "edges": model.pair_edges_,
         "likes": model.pair_likes_, "rate": model.predict_segment_proba(segment, item),
     })
+
+
+def empty_item_rates() -> pd.DataFrame:
+    """segment_item_rates for segment models that are not per item: no rows."""
+    return pd.DataFrame({"segment": pd.Series(dtype="int64"),
+                         "item_id": pd.Series(dtype="string"),
+                         "edges": pd.Series(dtype="int64"),
+                         "likes": pd.Series(dtype="float64"),
+                         "rate": pd.Series(dtype="float64")})
 
 
 def segment_centres(method: SegmentedModelEmbedding | SegmentedPurchaseModel,

@@ -134,15 +134,16 @@ def load_embeddings(duckdb: DuckDBStore, customer_ids: np.ndarray) -> np.ndarray
 # ------------------------------------------------------------------------------- assets
 
 
-@dg.asset(deps=["raw_interactions", "raw_items", "raw_customers"], group_name=GROUP,
-          kinds={"sql", "duckdb"})
+@dg.asset(deps=["raw_interactions", "raw_items", "raw_customers", "edge_sample"],
+          group_name=GROUP, kinds={"sql", "duckdb"})
 def customer_sequences(
     context: dg.AssetExecutionContext, duckdb: DuckDBStore,
     unicon_model_settings: UniconModelSettings,
 ) -> dg.MaterializeResult:
     """Per customer, interactions in time order with the event type and the item's
     attributes, cut to the last ``max_events`` (dbt_like_sql/customer_sequences.sql).
-    Without any timestamp, the file order, with a warning in the run's log."""
+    Without any timestamp, the file order, with a warning in the run's log. The customers
+    of edge_sample: every one unless there are more than in_memory_customers."""
     order = timestamp_order(duckdb)
     if order.startswith("file order"):
         context.log.warning(FILE_ORDER_WARNING)

@@ -7,7 +7,6 @@
 --                     (never sampled as a negative: too new to have shown anything)
 --   rule_item_events_before  interactions before the cutoff with items that some
 --                     rule-matching interaction concerns (the heuristic's tie-break)
-CREATE OR REPLACE TABLE lookalike_labels AS
 WITH rule_items AS (
     SELECT DISTINCT item_id
     FROM lookalike_rule_events
@@ -37,7 +36,8 @@ SELECT
     matches_before >= $min_count AS core,
     matches_before < $min_count AND matches_before + matches_after >= $min_count
         AS joins_core_after,
-    first_seen > $cutoff - to_days(CAST($new_customer_days AS INTEGER)) AS new_at_cutoff
+    first_seen > $cutoff - INTERVAL 1 DAY * CAST($new_customer_days AS INTEGER)
+        AS new_at_cutoff
 FROM per_customer
 WHERE events_before > 0
-ORDER BY customer_id;
+ORDER BY customer_id

@@ -2,7 +2,6 @@
 -- $max_events. With $before_rule, a core customer's history stops just before the
 -- interaction that completed the rule, so the model learns what precedes meeting it
 -- (what a non-core customer can show), not the rule itself.
-CREATE OR REPLACE TABLE lookalike_sequences AS
 WITH events AS (
     SELECT
         customer_id,
@@ -43,4 +42,4 @@ SELECT
     core
 FROM kept
 WHERE full_position > full_count - $max_events
-ORDER BY customer_id, position;
+ORDER BY customer_id, position

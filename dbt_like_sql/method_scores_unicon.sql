@@ -1,10 +1,9 @@
 -- UNICON's rows for model_comparison (with its baselines): next-item ranking, segment
 -- recovery and coherence, segment-aware recommendation, lookalike audiences.
-CREATE OR REPLACE TABLE method_scores_unicon AS
+-- union_tables is the engine's macro: the named columns of each table, stacked.
 SELECT dataset, task, slice, method, metric, value, n_segments, seconds
-FROM (
-    SELECT * FROM unicon_next_item_scores
-    UNION ALL BY NAME SELECT * FROM unicon_segment_scores
-    UNION ALL BY NAME SELECT * FROM unicon_lookalike_scores
+FROM union_tables(
+    ['unicon_next_item_scores', 'unicon_segment_scores', 'unicon_lookalike_scores'],
+    dataset, task, slice, method, metric, value, n_segments, seconds
 )
-ORDER BY task, slice, metric, method;
+ORDER BY task, slice, metric, method

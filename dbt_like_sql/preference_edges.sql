@@ -3,14 +3,23 @@
 -- Labels: own_mean -> like (+1) when value >= that customer's mean value (the paper's
 -- rule for star ratings); positive -> +1 when value > 0 (0/1 clicks, thumbs);
 -- purchase -> +1 for every edge (a purchase-only log: each row says only "chosen").
-CREATE OR REPLACE TABLE preference_edges AS
-WITH latest AS (
-    SELECT customer_id, item_id, value, event, "timestamp"
+WITH ranked AS (
+    SELECT
+        customer_id,
+        item_id,
+        value,
+        event,
+        "timestamp",
+        row_number() OVER (
+            PARTITION BY customer_id, item_id
+            ORDER BY "timestamp" DESC NULLS LAST, value DESC
+        ) AS recency
     FROM raw_interactions
-    QUALIFY row_number() OVER (
-        PARTITION BY customer_id, item_id
-        ORDER BY "timestamp" DESC NULLS LAST, value DESC
-    ) = 1
+),
+latest AS (
+    SELECT customer_id, item_id, value, event, "timestamp"
+    FROM ranked
+    WHERE recency = 1
 ),
 scored AS (
     SELECT *, avg(value) OVER (PARTITION BY customer_id) AS customer_mean_value
@@ -28,4 +37,4 @@ SELECT
         WHEN $label_rule = 'purchase' THEN 1
         ELSE -1
     END AS TINYINT) AS label
-FROM scored;
+FROM scored

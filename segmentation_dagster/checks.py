@@ -9,6 +9,7 @@ import logging
 import dagster as dg
 import pandas as pd
 
+from .engine import SQLEngine
 from .resources import DuckDBStore
 
 
@@ -224,8 +225,8 @@ def raw_customers_expectations(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     )
 
 
-def _sql_check(duckdb: DuckDBStore, sql: str, what: str) -> dg.AssetCheckResult:
-    bad = int(duckdb.query(sql).iloc[0, 0])
+def _sql_check(store: DuckDBStore | SQLEngine, sql: str, what: str) -> dg.AssetCheckResult:
+    bad = int(store.query(sql).iloc[0, 0])
     return dg.AssetCheckResult(passed=bad == 0, metadata={what: bad},
                                description=None if bad == 0 else f"{bad} {what}")
 
@@ -269,13 +270,14 @@ NO_SEGMENT_IS_EMPTY = (
                                   "(stable ids may have gaps: a vanished segment's id is "
                                   "never reused)."),
 ])
-def customer_segment_checks(duckdb: DuckDBStore):
-    for name, sql, what in (
-        ("every_customer_has_a_segment", EVERY_CUSTOMER_HAS_A_SEGMENT,
+def customer_segment_checks(duckdb: DuckDBStore, engine: SQLEngine):
+    # the preference edges live in the engine (on DuckDB: the store's own file)
+    for name, store, sql, what in (
+        ("every_customer_has_a_segment", engine, EVERY_CUSTOMER_HAS_A_SEGMENT,
          "customers without exactly one segment"),
-        ("no_segment_is_empty", NO_SEGMENT_IS_EMPTY, "empty or unlisted segments"),
+        ("no_segment_is_empty", duckdb, NO_SEGMENT_IS_EMPTY, "empty or unlisted segments"),
     ):
-        result = _sql_check(duckdb, sql, what)
+        result = _sql_check(store, sql, what)
         yield dg.AssetCheckResult(check_name=name, asset_key="customer_segments",
                                   passed=result.passed, metadata=result.metadata,
                                   description=result.description)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import settings
 from .checks import InputRules
+from .engine import make_engine
 from .resources import DataSource, DuckDBStore, MLflowTracker, StateFolder
 from .settings import (
     BehaviourSegmentSettings,
@@ -37,8 +38,10 @@ def build_resources(home: str | None = None, **overrides) -> dict:
     method settings default to the paper's (PAPER_SETTINGS) unless given.
     """
     state = Path(home).resolve() if home is not None else settings.state_home()
+    engine_name, engine_fields = settings.engine_from_environment()
     resources = {
         "duckdb": DuckDBStore(path=settings.duckdb_path(state)),
+        "engine": make_engine(engine_name, state, **engine_fields),
         "mlflow_tracker": MLflowTracker(
             tracking_uri=settings.mlflow_tracking_uri(state),
             artifact_root=settings.mlflow_artifact_root(state),

@@ -48,6 +48,10 @@ class DuckDBStore(dg.ConfigurableResource):
     """
 
     path: str = ""  # empty: segmentation.duckdb in SEGMENTATION_HOME
+    # DuckDB's own limits (empty: its defaults, 80 % of the memory; the folder of the
+    # file for spilling): beyond memory_limit it spills to temp_directory, out of core
+    memory_limit: str = ""
+    temp_directory: str = ""
     lock_timeout_seconds: float = 600.0
     retries: int = 5
     run_lock_timeout_seconds: float = 3600.0
@@ -97,7 +101,7 @@ class DuckDBStore(dg.ConfigurableResource):
         with FileLock(str(path) + ".lock", timeout=self.lock_timeout_seconds):
             for attempt in range(self.retries + 1):
                 try:
-                    connection = duckdb.connect(str(path))
+                    connection = duckdb.connect(str(path), config=self._config())
                     break
                 except duckdb.IOException:
                     if attempt == self.retries:
@@ -107,6 +111,10 @@ class DuckDBStore(dg.ConfigurableResource):
                 yield connection
             finally:
                 connection.close()
+
+    def _config(self) -> dict[str, str]:
+        limits = {"memory_limit": self.memory_limit, "temp_directory": self.temp_directory}
+        return {name: value for name, value in limits.items() if value}
 
     def write_table(self, name: str, frame: pd.DataFrame) -> int:
         """Create or replace ``name`` from a DataFrame, atomically."""
@@ -149,14 +157,24 @@ class DuckDBStore(dg.ConfigurableResource):
             con.execute(sql)
 
     def run_model(self, model: str, parameters: dict | None = None) -> int:
-        """Run ``dbt_like_sql/<model>.sql`` (a CREATE OR REPLACE of table <model>) and
-        return the row count of the table it builds."""
-        sql = sql_model(model)
+        """Run ``dbt_like_sql/<model>.sql`` (one SELECT) into the table <model>, in one
+        transaction, and return the row count of the table it builds."""
+        sql, bound = model_statement(model, parameters)
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
-            con.execute(sql, parameters or {})
+            con.execute(sql, bound)
             con.execute("COMMIT")
             return con.execute(f'SELECT count(*) FROM "{model}"').fetchone()[0]
+
+
+def model_statement(model: str, parameters: dict | None = None) -> tuple[str, dict]:
+    """``CREATE OR REPLACE TABLE "<model>" AS`` the model's SELECT rendered for DuckDB,
+    and the parameters it binds (only those the rendered text uses)."""
+    # imported here: engine.py builds on this module's store
+    from .engine import render_model
+
+    rendered = render_model(sql_model(model), "duckdb", parameters)
+    return f'CREATE OR REPLACE TABLE "{model}" AS\n{rendered.sql}', rendered.parameters
 
 
 class DataSource(dg.ConfigurableResource):

@@ -46,7 +46,7 @@ from .core.clustering import as_2d
 from .core.embedding import embed
 from .core.graph import PreferenceGraph
 from .core.pooled import StoredPooledModel
-from .resources import sql_model
+from .resources import model_statement
 
 STORED_TABLES = ("source_info", "chosen_segmentation", "pooled_model_items",
                  "pooled_model_summary", "segment_centres", "customer_segments")
@@ -178,7 +178,7 @@ def label_edges(interactions: pd.DataFrame, label_rule: str) -> pd.DataFrame:
     exactly as the pipeline labels its source."""
     with duckdb.connect() as con:
         con.register("raw_interactions", interactions)
-        con.execute(sql_model("preference_edges"), {"label_rule": label_rule})
+        con.execute(*model_statement("preference_edges", {"label_rule": label_rule}))
         return con.execute("SELECT customer_id, item_id, label FROM preference_edges").df()
 
 

@@ -9,6 +9,12 @@ Environment variables (each optional; `make` passes them through):
 - SEGMENTATION_INTERACTIONS, SEGMENTATION_ITEMS, SEGMENTATION_CUSTOMERS: the ``files`` paths.
 - SEGMENTATION_SEED: the one seed behind every random choice (splits, K selection, every
   method, NMF, UNICON and torch); default 0.
+- SEGMENTATION_ENGINE: where the SQL models run, ``duckdb`` (default: the state folder's
+  DuckDB file) or ``spark`` (a SparkSession; needs the ``spark`` extra and Java).
+- SEGMENTATION_SPARK_MASTER: the Spark master: ``local[N]`` (default ``local[2]``), a
+  ``spark://host:port`` cluster or a ``sc://host:port`` Spark Connect server.
+- SEGMENTATION_SPARK_CONF: further Spark settings, ``key=value`` pairs separated by commas
+  (``spark.executor.memory=4g,spark.sql.shuffle.partitions=8``).
 - SEGMENTATION_JOB: the job ``make run``, the daily schedule and the new-files sensor run
   (``segmentation``, ``nmf``, ``unicon``, ``case_study`` or ``all``, see automation.py);
   default ``all``. ``make run JOB=segmentation`` sets it.
@@ -64,6 +70,34 @@ def job_from_environment() -> str:
     return os.environ.get("SEGMENTATION_JOB", "").strip() or "all"
 
 
+def engine_from_environment() -> tuple[str, dict]:
+    """The engine SEGMENTATION_ENGINE names (default ``duckdb``) and its fields from
+    SEGMENTATION_SPARK_MASTER and SEGMENTATION_SPARK_CONF (Spark only)."""
+    name = os.environ.get("SEGMENTATION_ENGINE", "").strip().lower() or "duckdb"
+    if name not in ("duckdb", "spark"):
+        raise ValueError(f"SEGMENTATION_ENGINE must be duckdb or spark, got {name!r}; "
+                         "unset it for the default duckdb")
+    if name == "duckdb":
+        return name, {}
+    fields: dict = {"conf": parse_spark_conf(os.environ.get("SEGMENTATION_SPARK_CONF", ""))}
+    master = os.environ.get("SEGMENTATION_SPARK_MASTER", "").strip()
+    if master:
+        fields["master"] = master
+    return name, fields
+
+
+def parse_spark_conf(text: str) -> dict[str, str]:
+    """``key=value,key=value`` as a dict (SEGMENTATION_SPARK_CONF); blanks ignored."""
+    conf = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"SEGMENTATION_SPARK_CONF: {part!r} is not key=value (e.g. "
+                             "spark.executor.memory=4g,spark.sql.shuffle.partitions=8)")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
 def dagster_home(home: Path) -> str:
     """DAGSTER_HOME as set by the user, else ``dagster_home/`` in the state folder."""
     return os.environ.get("DAGSTER_HOME") or str(home / "dagster_home")
@@ -74,6 +108,11 @@ def dagster_home(home: Path) -> str:
 
 def duckdb_path(home: Path) -> str:
     return str(home / "segmentation.duckdb")
+
+
+def spark_warehouse(home: Path) -> str:
+    """The Spark engine's tables: a Parquet folder each."""
+    return str(home / "spark_warehouse")
 
 
 def mlflow_tracking_uri(home: Path) -> str:
@@ -116,6 +155,13 @@ class MethodSettings(dg.ConfigurableResource):
       next to the number of modes of the embedding's density, the paper's rule);
     - ``min_segment_share``: smaller segments are artefacts, folded into the nearest one.
 
+    Scale: the choice, the baselines, NMF, the classifiers and the profiles work in
+    memory on at most ``in_memory_customers`` customers (a seeded sample; 0: all). When
+    the data hold more, or the engine is Spark, or ``segments_in_engine`` is set, the
+    pooled model, the embeddings, the segments and the segment models of EVERY customer
+    are computed by the engine's SQL (assets/embedding.py, assets/segments.py); the
+    choice is then among the scalar embeddings the SQL models implement.
+
     The synthetic source pins the paper's setting (config.PAPER_SETTINGS).
     """
 
@@ -133,6 +179,8 @@ class MethodSettings(dg.ConfigurableResource):
     test_percent: int = 20
     validation_percent: int = 10
     max_customers_for_pairwise: int = 20000
+    in_memory_customers: int = 50_000
+    segments_in_engine: bool = False
 
     def selector_options(self) -> dict:
         """SegmentationSelector's choices as these settings pin them."""

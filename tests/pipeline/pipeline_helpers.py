@@ -24,6 +24,9 @@ SEGMENTATION_VARIABLES = (
     "SEGMENTATION_CUSTOMERS",
     "SEGMENTATION_SEED",
     "SEGMENTATION_JOB",
+    "SEGMENTATION_ENGINE",
+    "SEGMENTATION_SPARK_MASTER",
+    "SEGMENTATION_SPARK_CONF",
 )
 SMALL_SYNTHETIC = {"kind": "synthetic", "synthetic_customers": 400, "synthetic_items": 120}
 # The methods the comparison must always hold; more may be added to core/registry.py.
@@ -32,7 +35,7 @@ REQUIRED_METHODS = ("model_embedding", "population", "latent_class", "empirical_
 METHODS = tuple(name for name, spec in REGISTRY.items() if spec.in_pipeline)
 EXPECTED_ASSETS = {
     "raw_interactions", "raw_items", "raw_customers", "ground_truth_segments",
-    "preference_edges", "edge_split",
+    "preference_edges", "edge_split", "edge_sample",
     "pooled_model", "customer_embeddings", "k_selection",
     "customer_segments", "segment_profiles", "published_segments",
     "segment_stability", "new_customer_segments",

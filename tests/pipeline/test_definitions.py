@@ -22,8 +22,9 @@ def test_definitions_are_loadable() -> None:
 
 def test_every_resource_is_bound() -> None:
     assert set(defs.resources) == {
-        "duckdb", "mlflow_tracker", "state_folder", "source", "random_seed", "method_settings",
-        "input_rules", "cold_start_settings", "nmf_settings", "unicon_model_settings",
+        "duckdb", "engine", "mlflow_tracker", "state_folder", "source", "random_seed",
+        "method_settings", "input_rules", "cold_start_settings", "nmf_settings",
+        "unicon_model_settings",
         "behaviour_segment_settings", "lookalike_settings", "refresh_settings",
     }
 

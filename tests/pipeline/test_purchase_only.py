@@ -26,8 +26,8 @@ from segmentation_dagster.resources import DataSource
 from segmentation_dagster.sources import load_source
 
 # the segmentation, the ranking methods, one method that cannot rank, the comparison
-SELECTED = (*RAW_ASSETS, "preference_edges", "edge_split", "k_selection", "pooled_model",
-            "customer_embeddings", "customer_segments", "segment_profiles",
+SELECTED = (*RAW_ASSETS, "preference_edges", "edge_split", "edge_sample", "k_selection",
+            "pooled_model", "customer_embeddings", "customer_segments", "segment_profiles",
             "method_model_embedding", "method_item_popularity", "method_nmf",
             "method_population", "method_latent_class_items", "model_comparison")
 

@@ -33,16 +33,17 @@ from pipeline_helpers import (
 )
 
 from assets.common import chosen_method, load_split_graphs
-from segmentation_dagster.config import build_resources
+from segmentation_dagster.config import PAPER_SETTINGS, build_resources
 from segmentation_dagster.core.graph import PreferenceGraph
 from segmentation_dagster.definitions import defs
 from segmentation_dagster.resources import DataSource, DuckDBStore
+from segmentation_dagster.settings import MethodSettings
 from segmentation_dagster.sources import SourceTables
 
 # the slow side studies play no part in a refresh of the segments
 SLOW_GROUPS = ("unicon", "nmf", "cold_start")
 RAW = ("raw_interactions", "raw_items", "raw_customers", "ground_truth_segments")
-REFIT = (*RAW, "preference_edges", "edge_split", "k_selection", "pooled_model",
+REFIT = (*RAW, "preference_edges", "edge_split", "edge_sample", "k_selection", "pooled_model",
          "customer_embeddings", "customer_segments", "segment_stability")
 ASSIGN_ONLY = (*RAW, "preference_edges", "new_customer_segments")
 STABILITY_CHECK = ("segment_stability", "segmentation_is_stable")
@@ -101,11 +102,11 @@ def copy_state(good_run, tmp_path_factory, name: str):
 
 
 def refreshed(good_run, tmp_path_factory, name: str, source: DataSource,
-              names: tuple[str, ...] | None = None):
+              names: tuple[str, ...] | None = None, **overrides):
     home = copy_state(good_run, tmp_path_factory, name)
     with pytest.MonkeyPatch.context() as patch:
         isolate_environment(patch, home)
-        result = run_assets(build_resources(str(home), source=source), names)
+        result = run_assets(build_resources(str(home), source=source, **overrides), names)
     assert result.success, failure_messages(result)
     return home, result
 
@@ -206,7 +207,12 @@ def planted(good_run, tmp_path_factory):
                                              "customer_segments ORDER BY customer_id")
     swapped = segments.loc[segments["segment"] == 0, "customer_id"].head(40).tolist()
     source = PlantedSource(**SMALL_SYNTHETIC, swap_customers=swapped)
-    home, result = refreshed(good_run, tmp_path_factory, "planted", source, REFIT)
+    # at the good run's K: a refit that chose another K would move whole segments, and
+    # this scenario is about 40 customers changing their behaviour
+    k = int(read_table(good_run.home, "SELECT k FROM chosen_segmentation").iloc[0, 0])
+    settings = MethodSettings(**{**PAPER_SETTINGS, "k": k})
+    home, result = refreshed(good_run, tmp_path_factory, "planted", source, REFIT,
+                             method_settings=settings)
     return home, result, swapped
 
 

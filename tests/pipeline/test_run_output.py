@@ -221,7 +221,8 @@ def test_without_timestamps_unicon_warns_and_marks_its_next_item_rows(
                                                   max_epochs=1, threads=1, max_events=20),
     )
     keys = [dg.AssetKey(k) for k in ("raw_interactions", "raw_items", "raw_customers",
-                                     "ground_truth_segments", "customer_sequences",
+                                     "ground_truth_segments", "preference_edges",
+                                     "edge_split", "edge_sample", "customer_sequences",
                                      "unicon_model")]
     instance = dg.DagsterInstance.ephemeral()
     definitions = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
