@@ -50,6 +50,7 @@ def test_run_model_query_and_copy_to_store(spark_engine: SparkEngine, tmp_path) 
     interactions = pd.DataFrame({"customer_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
                                  "value": [1.0, 0.0, 2.0]})
     spark_engine.write_table("raw_interactions", interactions)
+    spark_engine.write_table("edge_sample", pd.DataFrame({"customer_id": ["a", "b"]}))
     assert spark_engine.run_model("purchase_counts", {"label_rule": "positive"}) == 2
     counts = spark_engine.query(
         "SELECT customer_id, sum(interactions) AS n FROM purchase_counts "
