@@ -225,11 +225,16 @@ def shows_number(text: str, value: float, min_decimals: int = 2) -> bool:
     displays. A number shown with fewer than ``min_decimals`` decimals must equal the
     value exactly (MLflow shows 0.5 as "0.5"), so that a stray "0" or "1" never passes
     for a rounded score."""
+    # Dagster shows four significant digits and drops trailing zeros (-1.120146 as
+    # "-1.12"): that exact rounding counts too, for a non-integer display only
+    significant = f"{value:.4g}"
     for token in NUMBER.findall(text):
         mantissa = re.split("[eE]", token)[0]
         decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
         tolerance = 10.0 ** -decimals if decimals >= min_decimals else 0.0
         if abs(float(token) - value) <= tolerance + 1e-12:
+            return True
+        if "." in significant and "." in mantissa and float(token) == float(significant):
             return True
     return False
 
