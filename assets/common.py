@@ -120,6 +120,15 @@ def chosen_method(
 def usable_item_features(store: DuckDBStore, item_ids: np.ndarray) -> np.ndarray | None:
     """The source's item features, or None when its items carry none (then no
     feature-based pooled model is tried)."""
+    # the column types and one count first: a log of millions of items without an items
+    # file has nothing to read here
+    columns = store.query("SELECT * FROM raw_items LIMIT 0")
+    numeric = columns.drop(columns=["item_id", "category"], errors="ignore").select_dtypes(
+        "number")
+    has_category = "category" in columns and bool(
+        store.query("SELECT count(category) FROM raw_items").iloc[0, 0])
+    if numeric.shape[1] == 0 and not has_category:
+        return None
     features = item_features(store, item_ids)
     return features if features.shape[1] else None
 

@@ -158,7 +158,7 @@ def raw_interactions_expectations(
     positive (a column of zeros is not a log of purchases)."""
     import great_expectations.expectations as gxe
 
-    frame = duckdb.read_table("raw_interactions")
+    frame = duckdb.read_table_text_as_categories("raw_interactions")
     purchase_log = _label_rule(duckdb) == "purchase"
     expectations = [gxe.ExpectColumnToExist(column=c)
                     for c in ("customer_id", "item_id", "value", "event", "timestamp")]
@@ -214,14 +214,16 @@ def _id_expectations(column: str) -> list:
 @dg.asset_check(asset="raw_items", blocking=True)
 def raw_items_expectations(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Great Expectations: item ids present, non-null and unique."""
-    return _validate(duckdb.read_table("raw_items"), "raw_items", _id_expectations("item_id"))
+    return _validate(duckdb.read_table_text_as_categories("raw_items"), "raw_items",
+                     _id_expectations("item_id"))
 
 
 @dg.asset_check(asset="raw_customers", blocking=True)
 def raw_customers_expectations(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Great Expectations: customer ids present, non-null and unique."""
     return _validate(
-        duckdb.read_table("raw_customers"), "raw_customers", _id_expectations("customer_id")
+        duckdb.read_table_text_as_categories("raw_customers"), "raw_customers",
+        _id_expectations("customer_id")
     )
 
 

@@ -141,6 +141,39 @@ class DuckDBStore(dg.ConfigurableResource):
         with self.connect() as con:
             return con.execute(f'SELECT * FROM "{name}"').df()
 
+    def read_table_text_as_categories(self, name: str) -> pd.DataFrame:
+        """``name`` with every text column as a pandas categorical (same values, NULL as
+        missing), for Great Expectations' pandas batches.
+
+        GX hashes every row of a batch and counts distinct values with pandas' factorize;
+        on Python string objects that took 26 s for 5M interactions, on categorical codes
+        3 s. DuckDB numbers the distinct values with parallel hash joins, faster than
+        pyarrow's single-threaded dictionary_encode (5 s against 9 s at 5M rows)."""
+        with self.connect() as con:
+            schema = con.execute(f'DESCRIBE "{name}"').df()
+            columns = schema["column_name"].tolist()
+            text = schema.loc[schema["column_type"] == "VARCHAR", "column_name"].tolist()
+            categories, select, joins = {}, [], []
+            for i, column in enumerate(columns):
+                if column not in text:
+                    select.append(f'r."{column}"')
+                    continue
+                con.execute(
+                    f'CREATE TEMP TABLE codes_{i} AS SELECT v, CAST(row_number() OVER () - 1 '
+                    f'AS INTEGER) AS code FROM (SELECT DISTINCT "{column}" AS v FROM "{name}" '
+                    f'WHERE "{column}" IS NOT NULL)')
+                categories[column] = con.execute(
+                    f"SELECT v FROM codes_{i} ORDER BY code").df()["v"].to_numpy()
+                select.append(f'coalesce(codes_{i}.code, -1) AS "{column}"')
+                joins.append(f'LEFT JOIN codes_{i} ON r."{column}" = codes_{i}.v')
+            frame = con.execute(
+                f'SELECT {", ".join(select)} FROM "{name}" r {" ".join(joins)} '
+                "ORDER BY r.rowid").df()  # the table's order, so examples in errors are too
+        for column, values in categories.items():
+            frame[column] = pd.Categorical.from_codes(
+                frame[column].to_numpy(), categories=pd.Index(values, dtype=object))
+        return frame
+
     def query(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
         with self.connect() as con:
             return con.execute(sql, parameters or {}).df()
@@ -156,25 +189,27 @@ class DuckDBStore(dg.ConfigurableResource):
         with self.connect() as con:
             con.execute(sql)
 
-    def run_model(self, model: str, parameters: dict | None = None) -> int:
-        """Run ``dbt_like_sql/<model>.sql`` (one SELECT) into the table <model>, in one
-        transaction, and return the row count of the table it builds."""
-        sql, bound = model_statement(model, parameters)
+    def run_model(self, model: str, parameters: dict | None = None,
+                  into: str | None = None) -> int:
+        """Run ``dbt_like_sql/<model>.sql`` (one SELECT) into the table ``into`` (default
+        <model>), in one transaction, and return the row count of the table it builds."""
+        sql, bound = model_statement(model, parameters, into)
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             con.execute(sql, bound)
             con.execute("COMMIT")
-            return con.execute(f'SELECT count(*) FROM "{model}"').fetchone()[0]
+            return con.execute(f'SELECT count(*) FROM "{into or model}"').fetchone()[0]
 
 
-def model_statement(model: str, parameters: dict | None = None) -> tuple[str, dict]:
-    """``CREATE OR REPLACE TABLE "<model>" AS`` the model's SELECT rendered for DuckDB,
-    and the parameters it binds (only those the rendered text uses)."""
+def model_statement(model: str, parameters: dict | None = None,
+                    into: str | None = None) -> tuple[str, dict]:
+    """``CREATE OR REPLACE TABLE "<into or model>" AS`` the model's SELECT rendered for
+    DuckDB, and the parameters it binds (only those the rendered text uses)."""
     # imported here: engine.py builds on this module's store
     from .engine import render_model
 
     rendered = render_model(sql_model(model), "duckdb", parameters)
-    return f'CREATE OR REPLACE TABLE "{model}" AS\n{rendered.sql}', rendered.parameters
+    return f'CREATE OR REPLACE TABLE "{into or model}" AS\n{rendered.sql}', rendered.parameters
 
 
 class DataSource(dg.ConfigurableResource):

@@ -1193,6 +1193,7 @@ class PurchaseSelector(BaseEstimator):
         ks = sorted({int(k) for k in self.ks})
         normalisations = list(self.normalisations)
         pooled_options = self._pooled_options(train)
+        rank_options = self._rank_options(train)  # counts the categories once
         fitted_pooled = {
             p: MNLPooledModel(self.smoothing, _check_pooled(p)).fit(train)
             for p in pooled_options
@@ -1202,7 +1203,7 @@ class PurchaseSelector(BaseEstimator):
                   fitted_pooled[pooled_options[0]], np.zeros(m, dtype=np.int64), None)
         for pooled_name, pooled in fitted_pooled.items():
             for normalisation in normalisations:
-                for rank in self._rank_options(train):
+                for rank in rank_options:
                     try:  # one embedding for every K
                         embedding = purchase_embedding(train, pooled, normalisation, rank,
                                                        self.random_state)

@@ -122,14 +122,14 @@ def kmeans_1d_exact(values: np.ndarray, weights: np.ndarray, n_segments: int) ->
     """The globally optimal weighted k-means of sorted distinct 1-D ``values``.
 
     Optimal 1-D clusters are contiguous runs of the sorted values, so a dynamic programme
-    over split points finds the exact optimum (Wang and Song's Ckmeans.1d.dp), where
-    Lloyd's algorithm only finds a local one. Written here in numpy rather than adding
-    the ``ckwrap`` dependency: each of the K layers of the programme uses the monotone
-    split points of the k-means cost (divide and conquer), and every level of that
-    recursion is evaluated for all positions at once, so the cost is O(K u log u) numpy
-    work for u values, with no Python loop over values. Returns the cluster of every
-    value, 0..K-1 in increasing order of the values.
+    over split points finds the exact optimum, where Lloyd's algorithm only finds a local
+    one. This is Wang and Song's Ckmeans.1d.dp through ``ckwrap`` (its C++ programme in
+    O(K u) with SMAWK): 10x faster than the numpy divide-and-conquer programme it
+    replaced (1.8 s against 18 s for 3M distinct values and K=4), with the same clusters.
+    Returns the cluster of every value, 0..K-1 in increasing order of the values.
     """
+    import ckwrap  # a compiled extension: imported where it is needed
+
     v = np.asarray(values, dtype=float)
     w = np.asarray(weights, dtype=float)
     u = len(v)
@@ -139,87 +139,11 @@ def kmeans_1d_exact(values: np.ndarray, weights: np.ndarray, n_segments: int) ->
         raise ValueError("values must be sorted and distinct")
     if np.any(w <= 0):
         raise ValueError("weights must be positive")
-    v = v - np.average(v, weights=w)  # centring keeps the prefix sums well conditioned
-    cw = np.concatenate([[0.0], np.cumsum(w)])
-    cs = np.concatenate([[0.0], np.cumsum(w * v)])
-    cq = np.concatenate([[0.0], np.cumsum(w * v * v)])
-
-    def cost(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Within-cluster sum of squares of values i..j (inclusive)."""
-        sw = cw[j + 1] - cw[i]
-        ss = cs[j + 1] - cs[i]
-        return np.maximum(cq[j + 1] - cq[i] - ss * ss / sw, 0.0)
-
-    positions = np.arange(u)
-    best = cost(np.zeros(u, dtype=int), positions)  # best[j]: values 0..j in one cluster
-    starts = np.zeros((n_segments, u), dtype=int)
-    if u <= DENSE_DP_MAX_VALUES:
-        # few distinct values (a global pooled model gives one per like and dislike
-        # count): every (start, end) pair at once, one numpy step per layer; the
-        # recursion below spends its time in per-level overheads at this size
-        start, end = np.meshgrid(positions, positions, indexing="ij")
-        within = np.where(start <= end, cost(start, np.maximum(start, end)), np.inf)
-        for k in range(1, n_segments):
-            previous = np.concatenate([[np.inf], best[:-1]])
-            total = previous[:, None] + within  # [start, end], k clusters before start
-            total[:k] = np.inf
-            starts[k] = total.argmin(axis=0)  # the leftmost start achieving the minimum
-            best = total[starts[k], positions]
-        return _labels_from_starts(starts)
-    for k in range(1, n_segments):
-        # the k-th cluster (0-based) runs i..j, after k clusters on values 0..i-1, i >= k
-        previous = np.concatenate([[np.inf], best[:-1]])
-        new_best = np.full(u, np.inf)
-        # pending ranges: positions j in [jlo, jhi] whose best start lies in [ilo, ihi]
-        jlo, jhi = np.array([k]), np.array([u - 1])
-        ilo, ihi = np.array([k]), np.array([u - 1])
-        while len(jlo):
-            mid = (jlo + jhi) // 2
-            top = np.minimum(ihi, mid)
-            size = top - ilo + 1
-            owner = np.repeat(np.arange(len(mid)), size)
-            offset = np.arange(len(owner)) - np.repeat(np.cumsum(size) - size, size)
-            i = ilo[owner] + offset
-            j = mid[owner]
-            total = previous[i] + cost(i, j)
-            first = np.cumsum(size) - size
-            lowest = np.minimum.reduceat(total, first)
-            # leftmost start achieving the minimum, for each pending position
-            hit = np.flatnonzero(total <= lowest[owner])
-            hit_owner = owner[hit]  # non-decreasing, so first hits are where it changes
-            pick = np.flatnonzero(np.diff(hit_owner, prepend=-1))
-            chosen = i[hit[pick]]
-            new_best[mid] = lowest
-            starts[k, mid] = chosen
-            left = jlo <= mid - 1
-            right = mid + 1 <= jhi
-            jlo, jhi, ilo, ihi = (
-                np.concatenate([jlo[left], mid[right] + 1]),
-                np.concatenate([mid[left] - 1, jhi[right]]),
-                np.concatenate([ilo[left], chosen[right]]),
-                np.concatenate([chosen[left], ihi[right]]),
-            )
-        best = new_best
-    return _labels_from_starts(starts)
-
-
-# Up to this many distinct values, kmeans_1d_exact solves each layer on the full
-# start x end matrix. Measured on this machine: at 160 values it takes 0.5-0.8 ms for
-# K=2..9 against 0.7-4.6 ms for the recursion; from about 190 values the matrices leave
-# the cache and the full matrix loses for small K (1.7 against 0.7 ms at K=2).
-DENSE_DP_MAX_VALUES = 160
-
-
-def _labels_from_starts(starts: np.ndarray) -> np.ndarray:
-    """Walk back from the last value: cluster k starts at starts[k, its last value]."""
-    n_segments, u = starts.shape
-    labels = np.empty(u, dtype=int)
-    end = u
-    for k in range(n_segments - 1, -1, -1):
-        start = starts[k, end - 1]
-        labels[start:end] = k
-        end = start
-    return labels
+    if n_segments == 1:
+        return np.zeros(u, dtype=int)
+    # centring keeps the programme's running sums well conditioned
+    labels = ckwrap.ckmeans(v - np.average(v, weights=w), n_segments, weights=w).labels
+    return np.asarray(labels, dtype=int)
 
 
 def check_n_segments(

@@ -258,12 +258,13 @@ class SegmentationSelector(BaseEstimator):
         ks = sorted({int(k) for k in self.ks})
         normalisations = list(self.normalisations)
         pooled_options = self._pooled_options(train)
+        rank_options = self._rank_options(train)  # counts the categories once
         if 1 in ks:
             score(CandidateSpec(pooled_options[0], normalisations[0], None, 1),
                   np.zeros(m, dtype=np.int64), None)
         for pooled in pooled_options:
             for normalisation in normalisations:
-                for rank in self._rank_options(train):
+                for rank in rank_options:
                     try:  # one pooled fit and embedding for every K
                         embedding = self._segmenter(
                             CandidateSpec(pooled, normalisation, rank, 1)

@@ -9,7 +9,6 @@ import pytest
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from segmentation_dagster.core import clustering
 from segmentation_dagster.core.clustering import (
     SegmentClusterer,
     candidate_ks,
@@ -52,18 +51,24 @@ def test_exact_1d_kmeans_matches_brute_force():
 
 
 @pytest.mark.parametrize("u", [2, 57, 300])
-def test_exact_1d_kmeans_dense_and_recursive_programmes_agree(u, monkeypatch):
-    """Few distinct values take the full-matrix programme, many the divide and conquer
-    one; forced either way they find the same clusters."""
+def test_exact_1d_kmeans_clusters_are_runs_with_the_optimal_cut(u):
+    """Each cluster is a run of the sorted values, and moving any cut between two
+    neighbouring clusters by one value never lowers the within-cluster sum of squares
+    (a necessary condition of the optimum, checkable at any size)."""
     rng = np.random.default_rng(u)
     values = np.sort(rng.choice(np.linspace(0, 1, 5 * u), size=u, replace=False))
     weights = rng.integers(1, 9, size=u).astype(float)
     for k in sorted({1, min(2, u), min(7, u)}):
-        monkeypatch.setattr(clustering, "DENSE_DP_MAX_VALUES", 10**6)
-        dense = kmeans_1d_exact(values, weights, k)
-        monkeypatch.setattr(clustering, "DENSE_DP_MAX_VALUES", 0)
-        recursive = kmeans_1d_exact(values, weights, k)
-        np.testing.assert_array_equal(dense, recursive)
+        labels = kmeans_1d_exact(values, weights, k)
+        np.testing.assert_array_equal(labels, np.sort(labels))
+        assert len(np.unique(labels)) == k
+        best = within_ss(values, weights, labels)
+        for cut in np.flatnonzero(np.diff(labels)):
+            for moved in (cut, cut + 1):  # the last value of the left run, the first of the right
+                other = labels.copy()
+                other[moved] = labels[cut + 1] if moved == cut else labels[cut]
+                if len(np.unique(other)) == k:
+                    assert best <= within_ss(values, weights, other) + 1e-12
 
 
 def test_exact_1d_kmeans_never_worse_than_lloyd():

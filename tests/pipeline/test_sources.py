@@ -135,7 +135,9 @@ def test_a_missing_id_stays_missing_for_the_input_check(tmp_path: Path) -> None:
     interactions = interactions_frame().astype({"customer_id": object})
     interactions.loc[2, "customer_id"] = None
     tables = load_source("files", interactions_path=write(interactions, tmp_path / "i.csv"))
-    assert tables.interactions["customer_id"].iloc[2] is None
+    # missing (NA in the Arrow string column), not the text "None" or "nan"
+    assert pd.isna(tables.interactions["customer_id"].iloc[2])
+    assert tables.interactions["customer_id"].isna().sum() == 1
     assert tables.interactions["customer_id"].iloc[0] == "1"
 
 
