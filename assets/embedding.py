@@ -24,6 +24,7 @@ from segmentation_dagster.core.pooled import (
 from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.core.selection import SegmentationSelector
 from segmentation_dagster.core.value_segments import engine_selector_options
+from segmentation_dagster.core.vector_scale import SampledLowRankEmbedding, pivot_scores
 from segmentation_dagster.engine import SQLEngine
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 from segmentation_dagster.settings import MethodSettings, RandomSeed
@@ -329,7 +330,10 @@ def customer_embeddings(
 def embeddings_in_engine(duckdb: DuckDBStore, engine: SQLEngine, spec: dict, seed: int,
                          state_folder: StateFolder) -> dg.MaterializeResult:
     """Every customer's scalar embedding computed by the engine and copied into the
-    store; the density is drawn from the distinct values (a sample when many)."""
+    store; the density is drawn from the distinct values (a sample when many). The
+    per-category vector embedding: vector_embeddings_in_engine."""
+    if spec["category_rank"] is not None:
+        return vector_embeddings_in_engine(duckdb, engine, spec, seed, state_folder)
     rows = engine.run_model("customer_embeddings", {"normalisation": spec["normalisation"]})
     engine.copy_to_store(duckdb, "customer_embeddings")
     engine.run_model("embedding_values")
@@ -344,6 +348,47 @@ def embeddings_in_engine(duckdb: DuckDBStore, engine: SQLEngine, spec: dict, see
         values = values[drawn]
     return embedding_result(rows, values, spec, state_folder, "scalar",
                             computed_by=engine.name, distinct_values=len(distinct))
+
+
+def vector_embeddings_in_engine(duckdb: DuckDBStore, engine: SQLEngine, spec: dict,
+                                seed: int, state_folder: StateFolder) -> dg.MaterializeResult:
+    """Every customer's per-category vector embedding (Alg. 4) by the engine:
+
+    1. the per-(customer, category) scores in long format (category_embeddings.sql);
+    2. the SAMPLE's rows (edge_sample's customers) pivoted to a small dense matrix, whose
+       low-rank completion gives the category factors Y and principal axes T exactly as
+       in memory (core.vector_scale.SampledLowRankEmbedding), written back as the small
+       tables ``category_factors`` and ``vector_axes``;
+    3. every customer's coordinates by ridge on the fixed Y (vector_coordinates.sql).
+
+    The store's ``customer_embeddings`` holds the first principal coordinate as
+    ``embedding`` and the whole vector as ``embedding_vector``, as in memory."""
+    rank = int(spec["category_rank"])
+    engine.run_model("category_embeddings", {"normalisation": spec["normalisation"]})
+    sample = engine.query(
+        "SELECT e.customer_id, e.category, e.value FROM category_embeddings AS e "
+        "JOIN (SELECT DISTINCT customer_id FROM edge_sample) AS s "
+        "ON e.customer_id = s.customer_id")
+    scores, customers, categories = pivot_scores(sample["customer_id"], sample["category"],
+                                                 sample["value"])
+    low_rank = SampledLowRankEmbedding(rank, random_state=seed).fit(scores)
+    engine.write_table("category_factors", low_rank.factors_table(categories))
+    engine.write_table("vector_axes", low_rank.axes_table())
+    rows = engine.run_model("vector_coordinates", {"regularisation": low_rank.regularisation})
+    engine.copy_to_store(duckdb, "vector_coordinates")
+    vector = ", ".join(f"e{a}" for a in range(rank))
+    duckdb.execute(
+        "CREATE OR REPLACE TABLE customer_embeddings AS SELECT customer_id, e0 AS embedding, "
+        f"degree, likes, [{vector}] AS embedding_vector FROM vector_coordinates")
+    # the density of the first coordinate on a seeded sample of customers (one float each)
+    values = duckdb.query("SELECT embedding FROM customer_embeddings ORDER BY customer_id"
+                          )["embedding"].to_numpy(dtype=float)
+    if len(values) > DENSITY_SAMPLE:
+        values = values[np.random.default_rng(seed).choice(len(values), DENSITY_SAMPLE,
+                                                           replace=False)]
+    return embedding_result(rows, values, spec, state_folder, f"vector (rank {rank})",
+                            computed_by=engine.name, sample_customers=len(customers),
+                            categories=len(categories))
 
 
 def embedding_result(rows: int, values: np.ndarray, spec: dict, state_folder: StateFolder,

@@ -17,6 +17,7 @@ from segmentation_dagster.core.segment_models import SegmentItemModel
 from segmentation_dagster.core.selection import SegmentedModelEmbedding
 from segmentation_dagster.core.stability import SegmentMatching
 from segmentation_dagster.core.value_segments import DistinctValueSegmenter
+from segmentation_dagster.core.vector_scale import SQL_RANK, ClusterSegmentMap
 from segmentation_dagster.engine import SQLEngine
 from segmentation_dagster.resources import DuckDBStore, MLflowTracker, StateFolder
 from segmentation_dagster.settings import RandomSeed
@@ -75,10 +76,14 @@ def customer_segments(
     embedding's distinct values (core.value_segments), the engine assigns each customer
     by a range join (dbt_like_sql/customer_segments.sql) and fits the item-level
     segment models (segment_item_rates.sql), with the strength chosen on the sample.
+    Under the vector embedding, k-means (scikit-learn on DuckDB, Spark MLlib on Spark)
+    sends back K centres and the engine assigns every customer to the nearest
+    (vector_segments_in_engine).
     """
     spec = chosen_spec(duckdb)
     if spec["in_engine"]:
-        return segments_in_engine(context, duckdb, engine, mlflow_tracker, state_folder, spec)
+        return segments_in_engine(context, duckdb, engine, mlflow_tracker, state_folder, spec,
+                                  random_seed.value)
     split = load_split_graphs(duckdb)
     method = chosen_method(duckdb, split.train, random_seed.value).fit(split.train)
     embedding = duckdb.read_table("customer_embeddings").set_index("customer_id")[
@@ -119,9 +124,14 @@ def customer_segments(
 
 def segments_in_engine(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
                        engine: SQLEngine, mlflow_tracker: MLflowTracker,
-                       state_folder: StateFolder, spec: dict) -> dg.MaterializeResult:
+                       state_folder: StateFolder, spec: dict,
+                       seed: int = 0) -> dg.MaterializeResult:
     """customer_segments for every customer by the engine: the distinct embedding values
-    come back (not the customers), the cluster ranges go out, the engine joins."""
+    come back (not the customers), the cluster ranges go out, the engine joins. The
+    vector embedding: vector_segments_in_engine."""
+    if spec["category_rank"] is not None:
+        return vector_segments_in_engine(context, duckdb, engine, mlflow_tracker,
+                                         state_folder, spec, seed)
     distinct = engine.read_table("embedding_values")
     segmenter = DistinctValueSegmenter(spec["k"], min_share=spec["min_share"]).fit(
         distinct["embedding"], distinct["customers"], distinct["likes"], distinct["edges"])
@@ -176,6 +186,99 @@ def segments_in_engine(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
                              preview)
     result.metadata.update({"dagster/row_count": rows, "computed_by": engine.name,
                             **validation})
+    return result
+
+
+def vector_segments_in_engine(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
+                              engine: SQLEngine, mlflow_tracker: MLflowTracker,
+                              state_folder: StateFolder, spec: dict,
+                              seed: int) -> dg.MaterializeResult:
+    """customer_segments for every customer under the vector embedding: k-means on the
+    engine's coordinates (scikit-learn on DuckDB, Spark MLlib on Spark) sends back K
+    centres; the engine assigns every customer to the nearest (vector_clusters.sql);
+    per-cluster sums come back, small clusters fold and segments are numbered by
+    like-rate (core.vector_scale.ClusterSegmentMap), and the cluster -> segment map goes
+    out for the engine's join (vector_segments.sql, in customer_segments' columns)."""
+    rank, k = int(spec["category_rank"]), int(spec["k"])
+    columns = [f"e{a}" for a in range(rank)]
+    if k > 1:
+        centres = engine.kmeans_centres("vector_coordinates", columns, k, seed,
+                                        order_by="customer_id")
+    else:  # one segment: every customer in cluster 0, its centre the origin as in memory
+        centres = np.zeros((1, rank))
+    padded = np.zeros((len(centres), SQL_RANK))
+    padded[:, :rank] = centres
+    engine.write_table("vector_centres", pd.DataFrame({
+        "cluster": np.arange(len(centres), dtype=np.int64),
+        **{f"c{a}": padded[:, a] for a in range(SQL_RANK)}}))
+    engine.run_model("vector_clusters")
+    sums = ", ".join(f"CAST(sum({c}) AS DOUBLE) AS sum_{c}" for c in columns)
+    clusters = engine.query(
+        "SELECT cluster, CAST(count(*) AS BIGINT) AS customers, "
+        "CAST(sum(likes) AS BIGINT) AS likes, CAST(sum(degree) AS BIGINT) AS edges, "
+        f"{sums} FROM vector_clusters GROUP BY cluster").set_index("cluster").reindex(
+            np.arange(len(centres)), fill_value=0)
+    segmenter = ClusterSegmentMap(min_share=spec["min_share"]).fit(
+        clusters["customers"], clusters[[f"sum_{c}" for c in columns]], clusters["likes"],
+        clusters["edges"], centres=centres)
+    # stable ids match customers with the last published run: one label per customer
+    assigned = engine.query("SELECT customer_id, cluster, e0 FROM vector_clusters "
+                            "ORDER BY customer_id")
+    labels = segmenter.cluster_map_[assigned["cluster"].to_numpy(dtype=np.int64)]
+    previous = read_previous_run(Path(state_folder.path))
+    # the profile's centre is the segment's mean first coordinate, as in memory
+    first = segmenter.segment_centres_[:, 0]
+    matching = match_to_previous(previous, assigned["customer_id"].to_numpy(), labels,
+                                 segmenter.segment_alpha_, first)
+    ids = np.array([matching.mapping[s] for s in range(segmenter.n_segments_)],
+                   dtype=np.int64)
+    context.log.info(identity_message(matching, previous))
+    engine.write_table("cluster_segments", segmenter.map_table(ids))
+    # the downstream models read customer_segments: vector_segments builds it, in its
+    # columns, in place of the range join
+    rows = engine.run_model("vector_segments", {
+        "run_id": context.run.run_id,
+        "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")},
+        into="customer_segments")
+    engine.copy_to_store(duckdb, "customer_segments")
+    item_level = spec["segment_model"] == "item" or spec["pooled"] in ("item", "category:item")
+    engine.run_model("item_unit_rates", {"pooled_strength": POOLED_PRIOR_STRENGTH})
+    engine.run_model("segment_summaries")
+    if item_level:
+        engine.run_model("segment_item_rates", {"strength": float(spec["strength"])})
+    else:
+        engine.write_table("segment_item_rates", empty_item_rates())
+    engine.copy_to_store(duckdb, "segment_item_rates")
+    validation = validation_score(engine, item_level, float(spec["strength"]))
+    models = pd.DataFrame({
+        "segment": ids, "alpha": segmenter.segment_alpha_,
+        "customers": segmenter.segment_sizes_, "centre": first,
+        "segment_model": "SegmentItemModel" if item_level else "SegmentGlobalModel",
+        "strength": float(spec["strength"]),
+    })
+    centre_rows = pd.DataFrame({
+        "cluster": np.arange(len(centres)),
+        "segment": ids[segmenter.cluster_map_],
+        "centre": pd.Series([row.astype(float).tolist()
+                             for row in segmenter.cluster_centers_], dtype=object),
+    })
+    duckdb.write_tables({
+        "segment_models": models, "segment_centres": centre_rows,
+        "segment_matching": matching_table(matching, context.run.run_id, previous),
+        "previous_customer_segments": previous_segments_table(previous),
+    })
+    engine.run_model("segment_sizes")
+    engine.copy_to_store(duckdb, "segment_sizes")
+    embedding = assigned["e0"].to_numpy(dtype=float)
+    shown = np.random.default_rng(0).permutation(len(embedding))[:DENSITY_SAMPLE]
+    preview = duckdb.query("SELECT * EXCLUDE (run_id) FROM customer_segments "
+                           "ORDER BY customer_id LIMIT 10")
+    result = segments_result(context, mlflow_tracker, state_folder, spec, embedding[shown],
+                             ids[labels[shown]], ids, segmenter.segment_alpha_, models,
+                             preview)
+    result.metadata.update({"dagster/row_count": rows, "computed_by": engine.name,
+                            "clustered_by": "Spark MLlib KMeans" if engine.name == "spark"
+                            else "scikit-learn KMeans", **validation})
     return result
 
 

@@ -259,8 +259,11 @@ class SQLEngine(dg.ConfigurableResource):
     def name(self) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def run_model(self, model: str, parameters: dict | None = None) -> int:
-        """Run ``dbt_like_sql/<model>.sql`` into the table ``<model>``; its row count."""
+    def run_model(self, model: str, parameters: dict | None = None,
+                  into: str | None = None) -> int:
+        """Run ``dbt_like_sql/<model>.sql`` into the table ``into`` (default ``<model>``;
+        another name when two models build one table, e.g. customer_segments by range or
+        by nearest centre); its row count."""
         raise NotImplementedError
 
     def query(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
@@ -285,6 +288,13 @@ class SQLEngine(dg.ConfigurableResource):
         """Make the engine table ``name`` a table of the DuckDB store; its row count."""
         raise NotImplementedError
 
+    def kmeans_centres(self, table: str, columns: list[str], k: int, seed: int,
+                       order_by: str | None = None) -> np.ndarray:
+        """The ``k`` k-means centres (k x len(columns)) of the rows of ``table`` in
+        ``columns``, seeded: only the centres leave the engine (the vector embedding's
+        step 3; the engine assigns every row to its nearest centre in SQL)."""
+        raise NotImplementedError
+
 
 class DuckDBEngine(SQLEngine):
     """The state folder's DuckDB file (the run lock is the ``duckdb`` store's)."""
@@ -302,8 +312,9 @@ class DuckDBEngine(SQLEngine):
         return DuckDBStore(path=self.path, memory_limit=self.memory_limit,
                            temp_directory=self.temp_directory)
 
-    def run_model(self, model: str, parameters: dict | None = None) -> int:
-        return self._store().run_model(model, parameters)
+    def run_model(self, model: str, parameters: dict | None = None,
+                  into: str | None = None) -> int:
+        return self._store().run_model(model, parameters, into)
 
     def query(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
         return self._store().query(sql, parameters)
@@ -321,6 +332,23 @@ class DuckDBEngine(SQLEngine):
         if store.database_path() != self._store().database_path():
             return store.write_table(name, self.read_table(name))
         return int(store.query(f'SELECT count(*) AS n FROM "{name}"').iloc[0, 0])
+
+    def kmeans_centres(self, table: str, columns: list[str], k: int, seed: int,
+                       order_by: str | None = None) -> np.ndarray:
+        """scikit-learn's KMeans on the coordinates pulled back (a few floats per row),
+        with the in-memory path's settings (core.clustering.SegmentClusterer: 10 seeded
+        restarts, one thread), rows in ``order_by`` order as the in-memory rows are."""
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+
+        _check_kmeans(table, columns, k)
+        order = f' ORDER BY "{order_by}"' if order_by else ""
+        x = self.query(f'SELECT {_quoted(columns)} FROM "{table}"{order}').to_numpy(
+            dtype=float)
+        if len(x) < k:
+            raise ValueError(f"k={k} centres need at least {k} rows; {table} has {len(x)}")
+        with threadpool_limits(1):
+            return KMeans(k, n_init=10, random_state=seed).fit(x).cluster_centers_
 
 
 # Spark settings for parity with DuckDB: UTC timestamps (DuckDB's TIMESTAMP has no zone),
@@ -456,8 +484,9 @@ class SparkEngine(SQLEngine):
         self._register(referenced_tables(sqlglot.parse_one(rendered.sql, read="spark")))
         return self.session().sql(rendered.sql)
 
-    def run_model(self, model: str, parameters: dict | None = None) -> int:
-        return self._replace(model, self._dataframe(sql_model(model), parameters))
+    def run_model(self, model: str, parameters: dict | None = None,
+                  into: str | None = None) -> int:
+        return self._replace(into or model, self._dataframe(sql_model(model), parameters))
 
     def query(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
         return self._dataframe(sql, parameters).toPandas()
@@ -479,6 +508,34 @@ class SparkEngine(SQLEngine):
 
     def copy_to_store(self, store: DuckDBStore, name: str) -> int:
         return store.write_table(name, self.read_table(name))
+
+    def kmeans_centres(self, table: str, columns: list[str], k: int, seed: int,
+                       order_by: str | None = None) -> np.ndarray:
+        """Spark MLlib's KMeans (k-means|| initialisation, seeded) on the table where it
+        lies; ``order_by`` is ignored (MLlib's result does not depend on a row order
+        Spark does not keep)."""
+        from pyspark.ml.clustering import KMeans
+        from pyspark.ml.feature import VectorAssembler
+
+        _check_kmeans(table, columns, k)
+        self._register([table])
+        frame = VectorAssembler(inputCols=list(columns), outputCol="features").transform(
+            self.session().table(table).select(*columns))
+        model = KMeans(k=k, seed=seed, featuresCol="features", maxIter=100).fit(frame)
+        return np.array([np.asarray(c, dtype=float) for c in model.clusterCenters()])
+
+
+def _check_kmeans(table: str, columns: list[str], k: int) -> None:
+    if not _TABLE_NAME.match(table):
+        raise ValueError(f"table name must be letters, digits and _, got {table!r}")
+    if not columns or not all(_TABLE_NAME.match(c) for c in columns):
+        raise ValueError(f"columns must be one or more plain column names, got {columns!r}")
+    if int(k) != k or k < 2:
+        raise ValueError(f"k must be an integer >= 2 (one centre is the mean), got {k!r}")
+
+
+def _quoted(columns: list[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
 
 
 def make_engine(name: str, state: Path, **fields) -> SQLEngine:

@@ -123,12 +123,16 @@ ENGINE_POOLED = ("global", "category:global", "item", "category:item")
 # with segment_model='pooled', the per-category global model's segment model is per
 # (segment, category), which has no SQL model: only these keep their own class
 ENGINE_POOLED_OWN_CLASS = ("global", "item", "category:item")
+# the per-category vector embedding's ranks the engine computes (its closed-form ridge
+# in dbt_like_sql/vector_coordinates.sql; core.vector_scale.SQL_RANK)
+ENGINE_MAX_CATEGORY_RANK = 3
 
 
 def engine_selector_options(options: dict) -> dict:
     """SegmentationSelector options cut to the candidates the engine computes for every
-    customer: scalar embeddings of the SQL pooled models. A pinned choice outside them
-    is refused in plain words."""
+    customer: scalar embeddings of the SQL pooled models, and their per-category vector
+    embeddings up to rank ENGINE_MAX_CATEGORY_RANK. A pinned choice outside them is
+    refused in plain words."""
     supported = (ENGINE_POOLED if options.get("segment_model") == "item"
                  else ENGINE_POOLED_OWN_CLASS)
     pinned = options.get("pooled")
@@ -140,11 +144,15 @@ def engine_selector_options(options: dict) -> dict:
                 f"in the engine (more customers than in_memory_customers, or the Spark "
                 f"engine). Choose one of {list(supported)} in method_settings.pooled, or "
                 "'auto'.")
-    if None not in options.get("category_ranks", (None,)):
+    ranks = tuple(options.get("category_ranks", (None,)))
+    kept = tuple(r for r in ranks if r is None or int(r) <= ENGINE_MAX_CATEGORY_RANK)
+    if not kept:
         raise ValueError(
-            "embedding='vector' is computed in memory only, and this run segments in the "
-            "engine (more customers than in_memory_customers, or the Spark engine); set "
-            "method_settings.embedding to 'scalar' or 'auto'.")
+            f"embedding='vector' with category_rank={max(ranks)} is computed in memory "
+            f"only, and this run segments in the engine (more customers than "
+            f"in_memory_customers, or the Spark engine), whose SQL solves ranks up to "
+            f"{ENGINE_MAX_CATEGORY_RANK}; set method_settings.category_rank to at most "
+            f"{ENGINE_MAX_CATEGORY_RANK}, or method_settings.embedding to 'scalar'.")
     default = [name for name in supported if name != "category:item"]
     return {**options, "pooled": list(pinned) if pinned is not None else default,
-            "category_ranks": (None,)}
+            "category_ranks": kept}

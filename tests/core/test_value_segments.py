@@ -74,11 +74,13 @@ def test_engine_candidates_and_refusals():
     options = {"pooled": None, "category_ranks": (None, 2), "segment_model": "item",
                "ks": (2, 3)}
     cut = engine_selector_options(options)
-    assert cut["category_ranks"] == (None,)
+    assert cut["category_ranks"] == (None, 2)  # vector up to rank 3 runs in the engine
+    assert engine_selector_options({**options, "category_ranks": (None, 4)})[
+        "category_ranks"] == (None,)
     assert cut["pooled"] == ["global", "category:global", "item"]
     own = engine_selector_options({**options, "segment_model": "pooled"})
     assert "category:global" not in own["pooled"]
     with pytest.raises(ValueError, match="features"):
         engine_selector_options({**options, "pooled": ["features"]})
     with pytest.raises(ValueError, match="vector"):
-        engine_selector_options({**options, "category_ranks": (2,)})
+        engine_selector_options({**options, "category_ranks": (4,)})

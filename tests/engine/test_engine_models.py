@@ -7,12 +7,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.cluster import KMeans
 
-from segmentation_dagster.core.embedding import embed
-from segmentation_dagster.core.graph import PreferenceGraph
+from segmentation_dagster.core.embedding import embed, embed_by_category
+from segmentation_dagster.core.graph import PreferenceGraph, category_counts
 from segmentation_dagster.core.pooled import edge_log_likelihood, make_pooled_model
+from segmentation_dagster.core.segmenters import ModelEmbeddingSegmenter
 from segmentation_dagster.core.selection import SegmentedModelEmbedding
 from segmentation_dagster.core.value_segments import DistinctValueSegmenter
+from segmentation_dagster.core.vector_scale import (
+    SampledLowRankEmbedding,
+    pivot_scores,
+    ridge_coordinates,
+)
 from segmentation_dagster.engine import DuckDBEngine
 
 RTOL = 1e-9
@@ -174,3 +181,105 @@ def test_validation_log_likelihood_equals_the_core(engine, train_graph, segment_
                                rtol=RTOL)
     counts = held.groupby("customer_id").size()
     np.testing.assert_array_equal(scores["validation_edges"].reindex(counts.index), counts)
+
+
+# --- the per-category vector embedding (core.vector_scale) ------------------------------
+
+
+def vector_tables(engine, train_graph, rank: int, normalisation: str = "entropy",
+                  pooled: str = "category:item"):
+    """Run category_embeddings, fit the factors on every customer (the sample here),
+    write them and run vector_coordinates; return the fitted model and the long table."""
+    engine.run_model("pooled_item_terms", {"pooled": pooled, "prior_strength": 2.0})
+    engine.run_model("category_embeddings", {"normalisation": normalisation})
+    long = engine.read_table("category_embeddings")
+    scores, customers, categories = pivot_scores(long["customer_id"], long["category"],
+                                                 long["value"])
+    model = SampledLowRankEmbedding(rank, random_state=0).fit(scores)
+    engine.write_table("category_factors", model.factors_table(categories))
+    engine.write_table("vector_axes", model.axes_table())
+    engine.run_model("vector_coordinates", {"regularisation": model.regularisation})
+    return model, long, scores, customers
+
+
+@pytest.mark.parametrize("pooled", ["global", "item", "category:global", "category:item"])
+@pytest.mark.parametrize("normalisation", ["entropy", "degree"])
+def test_category_embeddings_are_the_cores_entries(engine, train_graph, pooled,
+                                                   normalisation):
+    engine.run_model("pooled_item_terms", {"pooled": pooled, "prior_strength": 2.0})
+    engine.run_model("category_embeddings", {"normalisation": normalisation})
+    long = engine.read_table("category_embeddings")
+    expected, categories = embed_by_category(train_graph, make_pooled_model(pooled).fit(
+        train_graph), normalisation)
+    rows, cols = np.nonzero(np.isfinite(expected))
+    assert len(long) == len(rows)  # one row per non-NaN entry, none more
+    got, customers, got_categories = pivot_scores(
+        long["customer_id"], long["category"], long["value"],
+        customer_order=train_graph.customer_ids, category_order=categories)
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
+    np.testing.assert_allclose(got[rows, cols], expected[rows, cols], rtol=RTOL)
+    _, degrees, _ = category_counts(train_graph)
+    edges = long.set_index(["customer_id", "category"])["edges"]
+    np.testing.assert_array_equal(
+        edges.reindex(list(zip(customers[rows], got_categories[cols], strict=True))),
+        degrees[rows, cols])
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_vector_coordinates_are_the_numpy_ridge_on_the_same_factors(engine, train_graph,
+                                                                    rank):
+    model, _, scores, customers = vector_tables(engine, train_graph, rank)
+    table = engine.read_table("vector_coordinates").set_index("customer_id").reindex(
+        customers)
+    expected = ridge_coordinates(scores, model.factors_, model.axes_)
+    got = table[[f"e{a}" for a in range(rank)]].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=1e-12 * np.abs(expected).max())
+    # the padding beyond the rank solves to exactly 0
+    assert (table[[f"e{a}" for a in range(rank, 3)]] == 0).all().all()
+    # every customer is here (the sample is all of them): their in-memory embedding
+    segmenter = ModelEmbeddingSegmenter(pooled="category:item", category_rank=rank)
+    np.testing.assert_allclose(got, segmenter.embed(train_graph), rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(table["degree"], train_graph.customer_degrees())
+    np.testing.assert_array_equal(table["likes"], train_graph.customer_likes())
+
+
+def test_vector_segments_assign_the_nearest_centre(engine, train_graph):
+    vector_tables(engine, train_graph, 2)
+    centres = engine.kmeans_centres("vector_coordinates", ["e0", "e1"], 3, seed=0,
+                                    order_by="customer_id")
+    coordinates = engine.query("SELECT customer_id, e0, e1 FROM vector_coordinates "
+                               "ORDER BY customer_id")
+    x = coordinates[["e0", "e1"]].to_numpy()
+    kmeans = KMeans(3, n_init=10, random_state=0).fit(x)
+    np.testing.assert_allclose(centres, kmeans.cluster_centers_, rtol=RTOL)
+    engine.write_table("vector_centres", pd.DataFrame({
+        "cluster": np.arange(3), "c0": centres[:, 0], "c1": centres[:, 1], "c2": 0.0}))
+    engine.run_model("vector_clusters")
+    clusters = engine.read_table("vector_clusters").set_index("customer_id").reindex(
+        coordinates["customer_id"])
+    np.testing.assert_array_equal(clusters["cluster"], kmeans.predict(x))
+    engine.write_table("cluster_segments", pd.DataFrame({"cluster": [0, 1, 2],
+                                                         "segment": [7, 5, 7]}))
+    engine.run_model("vector_segments", {"run_id": "r1", "created_at": "2026-11-30 08:00:00"})
+    segments = engine.read_table("vector_segments").set_index("customer_id").reindex(
+        coordinates["customer_id"])
+    np.testing.assert_array_equal(segments["segment"], np.array([7, 5, 7])[kmeans.labels_])
+    np.testing.assert_allclose(segments["embedding"], x[:, 0], rtol=RTOL)
+    # customer_segments' columns, which the downstream models read
+    assert list(segments.reset_index().columns) == [
+        "customer_id", "segment", "embedding", "run_id", "created_at", "fitted_edges"]
+
+
+def test_spark_mllib_kmeans_finds_the_centres(spark_engine):
+    """MLlib's k-means|| is not scikit-learn's k-means++: on well-separated clusters both
+    find the same centres (each the mean of its cluster's points)."""
+    rng = np.random.default_rng(0)
+    truth = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    points = truth[rng.integers(3, size=300)] + rng.normal(scale=0.3, size=(300, 2))
+    spark_engine.write_table("points", pd.DataFrame({"e0": points[:, 0], "e1": points[:, 1]}))
+    centres = spark_engine.kmeans_centres("points", ["e0", "e1"], 3, seed=1)
+    expected = KMeans(3, n_init=10, random_state=0).fit(points).cluster_centers_
+    order = lambda c: c[np.lexsort(c.T[::-1])]  # noqa: E731 - rows in one order
+    np.testing.assert_allclose(order(centres), order(expected), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="k must be"):
+        spark_engine.kmeans_centres("points", ["e0", "e1"], 1, seed=1)

@@ -140,6 +140,49 @@ def _with_rates(folder) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def _with_category_terms(folder) -> dict[str, pd.DataFrame]:
+    tables = _engine_tables()
+    tables["pooled_item_terms"] = duckdb_model(
+        tables, "pooled_item_terms", {"pooled": "category:item", "prior_strength": 2.0},
+        folder)
+    return tables
+
+
+def _with_coordinates_inputs(folder) -> dict[str, pd.DataFrame]:
+    """category_embeddings and the factors fitted on it (rank 2, padded to 3); one
+    category is left out of the factors, as one the sample never saw."""
+    from segmentation_dagster.core.vector_scale import SampledLowRankEmbedding, pivot_scores
+
+    tables = _with_category_terms(folder)
+    long = duckdb_model(tables, "category_embeddings", {"normalisation": "entropy"}, folder)
+    tables["category_embeddings"] = long
+    scores, _, categories = pivot_scores(long["customer_id"], long["category"],
+                                         long["value"])
+    model = SampledLowRankEmbedding(2).fit(scores)
+    tables["category_factors"] = model.factors_table(categories).iloc[1:]
+    tables["vector_axes"] = model.axes_table()
+    return tables
+
+
+def _with_coordinates(folder) -> dict[str, pd.DataFrame]:
+    tables = _with_coordinates_inputs(folder)
+    coordinates = duckdb_model(tables, "vector_coordinates", {"regularisation": 0.1}, folder)
+    tables["vector_coordinates"] = coordinates
+    tables["vector_centres"] = pd.DataFrame({
+        "cluster": np.arange(3, dtype=np.int64),
+        "c0": coordinates["e0"].quantile([0.1, 0.5, 0.9]).to_numpy(),
+        "c1": coordinates["e1"].quantile([0.2, 0.5, 0.8]).to_numpy(), "c2": 0.0})
+    return tables
+
+
+def _with_clusters(folder) -> dict[str, pd.DataFrame]:
+    tables = _with_coordinates(folder)
+    tables["vector_clusters"] = duckdb_model(tables, "vector_clusters", {}, folder)
+    tables["cluster_segments"] = pd.DataFrame({"cluster": np.arange(3, dtype=np.int64),
+                                               "segment": np.array([4, 2, 4])})
+    return tables
+
+
 # --- one case per model -----------------------------------------------------------------
 
 MODEL_INPUTS: dict[str, Callable[..., Case]] = {
@@ -191,6 +234,13 @@ MODEL_INPUTS: dict[str, Callable[..., Case]] = {
     "validation_log_likelihood": lambda folder: Case(
         _with_rates(folder),
         [{"strength": 20.0, "segment_model": m} for m in ("item", "global")]),
+    "category_embeddings": lambda folder: Case(
+        _with_category_terms(folder), [{"normalisation": n} for n in ("entropy", "degree")]),
+    "vector_coordinates": lambda folder: Case(
+        _with_coordinates_inputs(folder), [{"regularisation": r} for r in (0.1, 2.0)]),
+    "vector_clusters": lambda folder: Case(_with_coordinates(folder), [{}]),
+    "vector_segments": lambda folder: Case(
+        _with_clusters(folder), [{"run_id": "r1", "created_at": "2026-01-01 08:00:00"}]),
     "edge_sample": lambda folder: Case(
         _engine_tables(), [{"seed": 3, "sample_customers": 50},
                            {"seed": 3, "sample_customers": 10_000}]),
