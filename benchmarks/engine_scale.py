@@ -10,6 +10,10 @@ Parts (each in its own process, so each peak resident memory is its own):
   ``files`` source and the real Dagster assets up to ``customer_segments`` (the
   segmentation job's upstream of it, with its checks), DuckDB engine, default settings:
   wall time and peak memory of the process.
+- ``vector``: the same log with an items file of ``--categories`` categories (item j in
+  category j mod 20), through the same assets with ``method_settings.embedding``
+  pinned to ``vector``: the per-category embedding at scale (long per-category scores,
+  factors from the sample, every customer's coordinates and nearest centre in SQL).
 - ``big``: ``--big-edges`` edges on DuckDB under ``--memory-limit``: every engine table
   (preference edges, split, pooled item terms, embeddings, distinct values, segments,
   sizes, segment item rates, validation log-likelihoods), the edges read from Parquet and
@@ -39,7 +43,7 @@ import pandas as pd
 
 from segmentation_dagster.core.value_segments import DistinctValueSegmenter
 
-PARTS = ("pipeline", "big", "spark")
+PARTS = ("pipeline", "vector", "big", "spark")
 K = 3
 
 
@@ -71,23 +75,43 @@ def generate(path: Path, edges: int, customers: int, items: int) -> None:
         """)
 
 
+def generate_items(path: Path, items: int, categories: int) -> None:
+    """An items file: every item of the generated logs, item j in category j mod
+    ``categories`` (the categories carry no signal; they give the per-category
+    embedding its shape and cost)."""
+    if path.exists():
+        return
+    with duckdb.connect() as con:
+        con.execute(f"""
+            COPY (
+                SELECT 'i' || CAST(j AS VARCHAR) AS item_id,
+                    'g' || CAST(j % {categories} AS VARCHAR) AS category
+                FROM range({items}) AS t(j)
+            ) TO '{path}' (FORMAT parquet)
+        """)
+
+
 def peak_memory_gb() -> float:
     """This process's peak resident memory (Linux reports kilobytes)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 # ---------------------------------------------------------------- the pipeline part
-def run_pipeline(file: Path) -> dict:
+def run_pipeline(file: Path, items_file: Path | None = None,
+                 embedding: str = "auto") -> dict:
     """The real assets from the file to customer_segments, DuckDB engine."""
     import dagster as dg
 
     from segmentation_dagster.config import build_resources
     from segmentation_dagster.definitions import defs
     from segmentation_dagster.resources import DataSource
+    from segmentation_dagster.settings import MethodSettings
 
     with tempfile.TemporaryDirectory() as home:
         resources = build_resources(home, source=DataSource(
-            kind="files", interactions_path=str(file)))
+            kind="files", interactions_path=str(file),
+            items_path=str(items_file) if items_file else None),
+            method_settings=MethodSettings(embedding=embedding))
         job = dg.define_asset_job(
             "to_customer_segments",
             selection=dg.AssetSelection.assets("customer_segments").upstream()
@@ -110,7 +134,10 @@ def run_pipeline(file: Path) -> dict:
     return {"success": result.success, "seconds": seconds, "peak_gb": peak_memory_gb(),
             "segmented_customers": int(customers),
             "in_memory_customers": int(sample["sampled_customers"]),
-            "chosen": f"{chosen['pooled']}/{chosen['normalisation']}/K={chosen['k']}",
+            "chosen": f"{chosen['pooled']}/{chosen['normalisation']}/"
+                      + (f"rank {chosen['category_rank']}/"
+                         if pd.notna(chosen["category_rank"]) else "")
+                      + f"K={chosen['k']}",
             "steps": steps}
 
 
@@ -232,11 +259,14 @@ def compare(local, spark) -> dict:
 
 
 # ---------------------------------------------------------------- the driver
-def child(part: str, args: argparse.Namespace, file: Path) -> dict:
+def child(part: str, args: argparse.Namespace, file: Path,
+          items_file: Path | None = None) -> dict:
     """Run one part in a fresh process and read its JSON result."""
     command = [sys.executable, "-m", "benchmarks.engine_scale", "--part", part,
                "--file", str(file), "--memory-limit", args.memory_limit,
                "--spark-master", args.spark_master]
+    if items_file:
+        command += ["--items-file", str(items_file)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -253,10 +283,13 @@ def main() -> None:
                         / "engine_scale")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
+    parser.add_argument("--categories", type=int, default=20)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--items-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:  # a child process: one part, one JSON line
         run = {"pipeline": lambda: run_pipeline(args.file),
+               "vector": lambda: run_pipeline(args.file, args.items_file, "vector"),
                "big": lambda: run_big(args.file, args.memory_limit),
                "spark": lambda: run_spark(args.file, args.spark_master)}[args.part]
         print(json.dumps(run(), default=float))
@@ -265,10 +298,15 @@ def main() -> None:
     small = args.data_dir / f"edges_{args.edges}.parquet"
     big = args.data_dir / f"edges_{args.big_edges}.parquet"
     generate(small, args.edges, args.customers, args.items)
-    if "pipeline" not in args.skip:
-        result = child("pipeline", args, small)
-        print(f"pipeline, {args.edges:,} edges ({args.customers:,} customers, "
-              f"{args.items:,} items) -> customer_segments, DuckDB: "
+    items = args.data_dir / f"items_{args.items}_{args.categories}.parquet"
+    generate_items(items, args.items, args.categories)
+    for part, label in (("pipeline", "default settings"),
+                        ("vector", f"embedding=vector, {args.categories} categories")):
+        if part in args.skip:
+            continue
+        result = child(part, args, small, items if part == "vector" else None)
+        print(f"{part}, {args.edges:,} edges ({args.customers:,} customers, "
+              f"{args.items:,} items; {label}) -> customer_segments, DuckDB: "
               f"{result['seconds']:.1f} s, peak memory {result['peak_gb']:.2f} GB, "
               f"{result['segmented_customers']:,} customers segmented "
               f"({result['in_memory_customers']:,} in memory), chose {result['chosen']}, "
