@@ -161,10 +161,9 @@ def fit_selector(duckdb: DuckDBStore, split, method_settings: MethodSettings, se
     if is_purchase_log(duckdb):
         selector = PurchaseSelector(**purchase_selector_options(options), random_state=seed)
         return selector.fit(split.train, validation=split.validation), "choice"
-    selector = SegmentationSelector(
-        **options, item_features=usable_item_features(duckdb, split.train.item_ids),
-        random_state=seed,
-    )
+    # the engine has no item-feature model (engine_selector_options leaves none to try)
+    features = None if in_engine else usable_item_features(duckdb, split.train.item_ids)
+    selector = SegmentationSelector(**options, item_features=features, random_state=seed)
     return selector.fit(split.train, validation=split.validation), method_settings.segment_model
 
 

@@ -142,9 +142,8 @@ class DuckDBStore(dg.ConfigurableResource):
             return con.execute(f'SELECT * FROM "{name}"').df()
 
     def read_table_text_as_categories(self, name: str) -> pd.DataFrame:
-        """``name`` with its repetitive text columns (at most one distinct value per two
-        rows) as pandas categoricals (same values, NULL as missing), for Great
-        Expectations' pandas batches; a column of (nearly) unique ids stays text.
+        """``name`` with every text column as a pandas categorical (same values, NULL as
+        missing), for Great Expectations' pandas batches.
 
         GX hashes every row of a batch and counts distinct values with pandas' factorize;
         on Python string objects that took 26 s for 5M interactions, on categorical codes
@@ -154,13 +153,6 @@ class DuckDBStore(dg.ConfigurableResource):
             schema = con.execute(f'DESCRIBE "{name}"').df()
             columns = schema["column_name"].tolist()
             text = schema.loc[schema["column_type"] == "VARCHAR", "column_name"].tolist()
-            if text:  # a column of (nearly) unique ids gains nothing from codes: as is
-                counts = con.execute(
-                    "SELECT count(*), " + ", ".join(
-                        f'approx_count_distinct("{c}")' for c in text) + f' FROM "{name}"'
-                ).fetchone()
-                distinct = dict(zip(text, counts[1:], strict=True))
-                text = [c for c in text if distinct[c] <= counts[0] // 2]
             categories, select, joins = {}, [], []
             for i, column in enumerate(columns):
                 if column not in text:

@@ -155,8 +155,12 @@ def check_n_segments(
         raise ValueError(f"n_segments must be a positive integer, got {n_segments!r}")
     if n_segments < 1:
         raise ValueError(f"n_segments must be a positive integer, got {n_segments}")
-    # 1-D np.unique is much faster than the row-wise axis=0 version
-    distinct = len(np.unique(x.reshape(-1) if x.ndim == 1 or x.shape[1] == 1 else x, axis=0))
+    # 1-D np.unique is much faster than the row-wise axis=0 version, and K distinct
+    # first coordinates are already K distinct rows: count rows only when they are not
+    rows = x.reshape(len(x), -1)
+    distinct = len(np.unique(rows[:, 0])) if rows.size else 0
+    if distinct < n_segments and rows.shape[1] > 1:
+        distinct = len(np.unique(rows, axis=0))
     if n_segments > distinct:
         raise ValueError(f"K={n_segments} is larger than the {distinct} distinct {what}")
 
