@@ -110,7 +110,7 @@ def run_pipeline(file: Path, items_file: Path | None = None,
     with tempfile.TemporaryDirectory() as home:
         resources = build_resources(home, source=DataSource(
             kind="files", interactions_path=str(file),
-            items_path=str(items_file) if items_file else None),
+            items_path=str(items_file) if items_file else ""),
             method_settings=MethodSettings(embedding=embedding))
         job = dg.define_asset_job(
             "to_customer_segments",
