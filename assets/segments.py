@@ -149,43 +149,12 @@ def segments_in_engine(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
     rows = engine.run_model("customer_segments", {
         "run_id": context.run.run_id,
         "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")})
-    engine.copy_to_store(duckdb, "customer_segments")
-    item_level = spec["segment_model"] == "item" or spec["pooled"] in ("item", "category:item")
-    engine.run_model("item_unit_rates", {"pooled_strength": POOLED_PRIOR_STRENGTH})
-    engine.run_model("segment_summaries")
-    if item_level:
-        engine.run_model("segment_item_rates", {"strength": float(spec["strength"])})
-    else:
-        engine.write_table("segment_item_rates", empty_item_rates())
-    engine.copy_to_store(duckdb, "segment_item_rates")
-    validation = validation_score(engine, item_level, float(spec["strength"]))
-    models = pd.DataFrame({
-        "segment": ids, "alpha": segmenter.segment_alpha_,
-        "customers": segmenter.segment_sizes_, "centre": segmenter.segment_centres_,
-        "segment_model": "SegmentItemModel" if item_level else "SegmentGlobalModel",
-        "strength": float(spec["strength"]),
-    })
-    centres = pd.DataFrame({
-        "cluster": np.arange(len(segmenter.cluster_centers_)),
-        "segment": ids[segmenter.cluster_map_],
-        "centre": pd.Series([[float(c)] for c in segmenter.cluster_centers_], dtype=object),
-    })
-    duckdb.write_tables({
-        "segment_models": models, "segment_centres": centres,
-        "segment_matching": matching_table(matching, context.run.run_id, previous),
-        "previous_customer_segments": previous_segments_table(previous),
-    })
-    engine.run_model("segment_sizes")
-    engine.copy_to_store(duckdb, "segment_sizes")
-    embedding = embedded["embedding"].to_numpy()
-    shown = np.random.default_rng(0).permutation(len(embedding))[:DENSITY_SAMPLE]
-    preview = duckdb.query("SELECT * EXCLUDE (run_id) FROM customer_segments "
-                           "ORDER BY customer_id LIMIT 10")
-    result = segments_result(context, mlflow_tracker, state_folder, spec, embedding[shown],
-                             ids[labels[shown]], ids, segmenter.segment_alpha_, models,
-                             preview)
-    result.metadata.update({"dagster/row_count": rows, "computed_by": engine.name,
-                            **validation})
+    result = engine_segment_models(
+        context, duckdb, engine, mlflow_tracker, state_folder, spec, segmenter, ids, labels,
+        embedded["embedding"].to_numpy(), segment_centres=segmenter.segment_centres_,
+        cluster_centres=[[float(c)] for c in segmenter.cluster_centers_],
+        matching=matching, previous=previous)
+    result.metadata["dagster/row_count"] = rows
     return result
 
 
@@ -240,6 +209,27 @@ def vector_segments_in_engine(context: dg.AssetExecutionContext, duckdb: DuckDBS
         "run_id": context.run.run_id,
         "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")},
         into="customer_segments")
+    result = engine_segment_models(
+        context, duckdb, engine, mlflow_tracker, state_folder, spec, segmenter, ids, labels,
+        assigned["e0"].to_numpy(dtype=float), segment_centres=first,
+        cluster_centres=[row.astype(float).tolist() for row in segmenter.cluster_centers_],
+        matching=matching, previous=previous)
+    result.metadata.update({"dagster/row_count": rows, "clustered_by": (
+        "Spark MLlib KMeans" if engine.name == "spark" else "scikit-learn KMeans")})
+    return result
+
+
+def engine_segment_models(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
+                          engine: SQLEngine, mlflow_tracker: MLflowTracker,
+                          state_folder: StateFolder, spec: dict, segmenter, ids: np.ndarray,
+                          labels: np.ndarray, embedding: np.ndarray,
+                          segment_centres: np.ndarray, cluster_centres: list,
+                          matching: SegmentMatching,
+                          previous: PreviousRun | None) -> dg.MaterializeResult:
+    """After the engine built customer_segments (by ranges or by nearest centre): the
+    per-segment models and every customer's validation score on the engine, the small
+    tables in the store, and the asset's result. ``labels``/``embedding``: one per
+    customer, for the density figure's sample."""
     engine.copy_to_store(duckdb, "customer_segments")
     item_level = spec["segment_model"] == "item" or spec["pooled"] in ("item", "category:item")
     engine.run_model("item_unit_rates", {"pooled_strength": POOLED_PRIOR_STRENGTH})
@@ -252,33 +242,29 @@ def vector_segments_in_engine(context: dg.AssetExecutionContext, duckdb: DuckDBS
     validation = validation_score(engine, item_level, float(spec["strength"]))
     models = pd.DataFrame({
         "segment": ids, "alpha": segmenter.segment_alpha_,
-        "customers": segmenter.segment_sizes_, "centre": first,
+        "customers": segmenter.segment_sizes_, "centre": segment_centres,
         "segment_model": "SegmentItemModel" if item_level else "SegmentGlobalModel",
         "strength": float(spec["strength"]),
     })
-    centre_rows = pd.DataFrame({
-        "cluster": np.arange(len(centres)),
+    centres = pd.DataFrame({
+        "cluster": np.arange(len(cluster_centres)),
         "segment": ids[segmenter.cluster_map_],
-        "centre": pd.Series([row.astype(float).tolist()
-                             for row in segmenter.cluster_centers_], dtype=object),
+        "centre": pd.Series(cluster_centres, dtype=object),
     })
     duckdb.write_tables({
-        "segment_models": models, "segment_centres": centre_rows,
+        "segment_models": models, "segment_centres": centres,
         "segment_matching": matching_table(matching, context.run.run_id, previous),
         "previous_customer_segments": previous_segments_table(previous),
     })
     engine.run_model("segment_sizes")
     engine.copy_to_store(duckdb, "segment_sizes")
-    embedding = assigned["e0"].to_numpy(dtype=float)
     shown = np.random.default_rng(0).permutation(len(embedding))[:DENSITY_SAMPLE]
     preview = duckdb.query("SELECT * EXCLUDE (run_id) FROM customer_segments "
                            "ORDER BY customer_id LIMIT 10")
     result = segments_result(context, mlflow_tracker, state_folder, spec, embedding[shown],
                              ids[labels[shown]], ids, segmenter.segment_alpha_, models,
                              preview)
-    result.metadata.update({"dagster/row_count": rows, "computed_by": engine.name,
-                            "clustered_by": "Spark MLlib KMeans" if engine.name == "spark"
-                            else "scikit-learn KMeans", **validation})
+    result.metadata.update({"computed_by": engine.name, **validation})
     return result
 
 
